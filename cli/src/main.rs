@@ -1,0 +1,27 @@
+//! `nightcap`: one binary for every component (scheduler, triggers, capture, gateway, local
+//! mode) and the kubectl plugin verbs. `main` only parses arguments and dispatches.
+
+mod crds;
+
+use clap::{Parser, Subcommand};
+
+/// Event-driven packet captures for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "nightcap", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML (what manifests/crds/ holds).
+    Crds(crds::CrdsArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds(args) => crds::run(&args),
+    }
+}
