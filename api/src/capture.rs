@@ -20,6 +20,8 @@ pub const MIN_FILE_BYTES: u64 = 64 * 1024;
 ///
 /// The spec is immutable once the capture has started: the scheduler reports an edit as a
 /// condition and keeps capturing with the spec it started with.
+// Several `printcolumn(...)` share `type_ = ...`, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "nightcap.dev",
@@ -240,6 +242,13 @@ pub struct PacketCaptureStatus {
     /// What created this capture.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<TriggerRef>,
+    /// Hash of the spec the capture started with (set by the scheduler when it starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
+    /// The spec the capture started with. The spec is immutable after the start: capture jobs
+    /// use this copy, and an edit of `spec` only raises the `SpecChanged` condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_spec: Option<PacketCaptureSpec>,
 }
 
 /// Lifecycle phase of a capture.

@@ -13,6 +13,8 @@ pub const DEFAULT_SUCCESSFUL_HISTORY_LIMIT: u32 = 3;
 pub const DEFAULT_FAILED_HISTORY_LIMIT: u32 = 1;
 
 /// A schedule that creates PacketCaptures, like a CronJob creates Jobs.
+// Several `printcolumn(...)` share `type_ = ...`, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "nightcap.dev",

@@ -13,6 +13,8 @@ use crate::capture::PacketCaptureTemplate;
 ///
 /// Placeholders `{{labels.NAME}}` and `{{annotations.NAME}}` in template strings are filled from
 /// the event. A trigger only ever creates captures in its own namespace.
+// Several `printcolumn(...)` share `type_ = ...`, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "nightcap.dev",
