@@ -15,6 +15,9 @@ pub const MIN_SNAP_LEN: u32 = 64;
 pub const MAX_SNAP_LEN: u32 = 262_144;
 /// Smallest accepted rotation size.
 pub const MIN_FILE_BYTES: u64 = 64 * 1024;
+/// Annotation that asks the scheduler to stop a running capture early (value: why, e.g.
+/// `alert resolved`). The capture ends in phase `Stopped`; its files are kept.
+pub const STOP_ANNOTATION: &str = "nightcap.dev/stop";
 
 /// Desired state of a packet capture.
 ///
