@@ -9,6 +9,10 @@
 
 use std::fmt;
 
+use chrono::{Datelike, LocalResult, NaiveDate, TimeZone, Timelike};
+use chrono_tz::Tz;
+use jiff::Timestamp;
+
 /// A parsed schedule: one bit per allowed value of each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CronSchedule {
@@ -131,10 +135,71 @@ impl CronSchedule {
     /// Whether the schedule fires at this local wall-clock minute.
     /// `dow` is 0–6 with Sunday = 0.
     pub fn matches(&self, month: u32, day: u32, dow: u32, hour: u32, minute: u32) -> bool {
-        let bit = |set: u64, v: u32| v < 64 && set & (1u64 << v) != 0;
-        if !bit(self.minutes, minute) || !bit(self.hours, hour) || !bit(self.months, month) {
-            return false;
+        bit(self.minutes, minute)
+            && bit(self.hours, hour)
+            && bit(self.months, month)
+            && self.day_matches(day, dow)
+    }
+
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The first instant strictly after `after` at which the schedule fires, read in `tz`, or
+    /// `None` when it never fires within [`SEARCH_YEARS`] (for example `0 0 30 2 *`).
+    ///
+    /// This is what robfig/cron v3 (the library Kubernetes CronJob uses) computes: time advances
+    /// in absolute steps and the wall clock in `tz` is matched field by field. So on a
+    /// daylight-saving gap a wall time that does not exist is skipped (`30 2 * * *` does not fire
+    /// on the day Europe/Berlin jumps from 02:00 to 03:00), and in an overlap a wall time that
+    /// exists twice fires twice (`30 2 * * *` fires at 02:30 CEST and 02:30 CET).
+    /// Fire times are whole minutes; `after` is compared to the second.
+    pub fn next_after(&self, after: Timestamp, tz: Tz) -> Option<Timestamp> {
+        let after_s = after.as_second();
+        // The first whole minute strictly after `after` (sub-second parts are ignored, as in
+        // robfig: it starts at the next full second).
+        let mut t = (after_s.div_euclid(60) + 1) * 60;
+        let start_year = local(t, tz)?.year();
+        loop {
+            let wall = local(t, tz)?;
+            if wall.year() > start_year + SEARCH_YEARS {
+                return None;
+            }
+            let (month, day) = (wall.month(), wall.day());
+            if !bit(self.months, month) {
+                let (y, m) = if month == 12 {
+                    (wall.year() + 1, 1)
+                } else {
+                    (wall.year(), month + 1)
+                };
+                t = first_instant_at_or_after(NaiveDate::from_ymd_opt(y, m, 1)?, tz)?.max(t + 60);
+                continue;
+            }
+            let dow = wall.weekday().num_days_from_sunday();
+            if !self.day_matches(day, dow) {
+                t = first_instant_at_or_after(wall.date_naive().succ_opt()?, tz)?.max(t + 60);
+                continue;
+            }
+            let (hour, minute) = (wall.hour(), wall.minute());
+            let to_next_hour = i64::from(60 - minute) * 60;
+            if !bit(self.hours, hour) {
+                t += to_next_hour;
+                continue;
+            }
+            if !bit(self.minutes, minute) {
+                // The next allowed minute of this hour, else the top of the next hour. Steps
+                // never cross an hour boundary, where every current zone changes its offset.
+                t += (minute + 1..60)
+                    .find(|m| bit(self.minutes, *m))
+                    .map_or(to_next_hour, |m| i64::from(m - minute) * 60);
+                continue;
+            }
+            return Timestamp::from_second(t).ok();
         }
+    }
+
+    fn day_matches(&self, day: u32, dow: u32) -> bool {
         let dom = bit(self.days_of_month, day);
         let dw = bit(self.days_of_week, dow);
         if self.dom_star || self.dow_star {
@@ -143,11 +208,42 @@ impl CronSchedule {
             dom || dw
         }
     }
+}
 
-    /// The expression as written.
-    pub fn source(&self) -> &str {
-        &self.source
+/// How far [`CronSchedule::next_after`] looks ahead, like robfig/cron.
+pub const SEARCH_YEARS: i32 = 5;
+
+/// Parses an IANA time zone name; `None` is UTC (what a CronJob without `timeZone` uses in
+/// kube-controller-manager's default configuration).
+pub fn parse_time_zone(name: Option<&str>) -> Result<Tz, String> {
+    match name {
+        None => Ok(Tz::UTC),
+        Some(n) => n.parse::<Tz>().map_err(|_| {
+            format!("{n:?} is not an IANA time zone (e.g. Europe/Berlin, America/New_York, UTC)")
+        }),
     }
+}
+
+fn bit(set: u64, v: u32) -> bool {
+    v < 64 && set & (1u64 << v) != 0
+}
+
+fn local(unix_seconds: i64, tz: Tz) -> Option<chrono::DateTime<Tz>> {
+    Some(chrono::DateTime::from_timestamp(unix_seconds, 0)?.with_timezone(&tz))
+}
+
+/// The first instant whose wall clock in `tz` reads `date` 00:00 or later (midnight itself when
+/// it exists; the end of the gap when a zone skips midnight).
+fn first_instant_at_or_after(date: NaiveDate, tz: Tz) -> Option<i64> {
+    let mut wall = date.and_hms_opt(0, 0, 0)?;
+    for _ in 0..=24 * 60 {
+        match tz.from_local_datetime(&wall) {
+            LocalResult::Single(t) => return Some(t.timestamp()),
+            LocalResult::Ambiguous(first, _) => return Some(first.timestamp()),
+            LocalResult::None => wall += chrono::Duration::minutes(1),
+        }
+    }
+    None
 }
 
 impl fmt::Display for CronSchedule {
@@ -233,70 +329,4 @@ fn value(text: &str, field: &Field) -> Result<u32, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn valid_and_invalid() {
-        let cases = [
-            ("*/5 * * * *", true),
-            ("0 2 * * 1-5", true),
-            ("30 3 1,15 * *", true),
-            ("0 0 * jan-mar sun", true),
-            ("0 0 ? * MON", true),
-            ("5/15 * * * *", true),
-            ("0 0 * * 7", true),
-            ("@hourly", true),
-            ("@Daily", true),
-            ("@every 5m", false),
-            ("* * * *", false),
-            ("* * * * * *", false),
-            ("60 * * * *", false),
-            ("* 24 * * *", false),
-            ("* * 0 * *", false),
-            ("* * * 13 *", false),
-            ("* * * * 8", false),
-            ("*/0 * * * *", false),
-            ("5-1 * * * *", false),
-            ("? * * * *", false),
-            ("x * * * *", false),
-            ("", false),
-        ];
-        for (expr, valid) in cases {
-            assert_eq!(CronSchedule::parse(expr).is_ok(), valid, "{expr:?}");
-        }
-    }
-
-    #[test]
-    fn fields_and_names() {
-        let s = CronSchedule::parse("0 0 * feb,dec sat").expect("valid");
-        assert_eq!(s.months, (1 << 2) | (1 << 12));
-        assert_eq!(s.days_of_week, 1 << 6);
-        let s = CronSchedule::parse("0 0 * * 7").expect("valid");
-        assert_eq!(s.days_of_week, 1, "7 is Sunday");
-        let s = CronSchedule::parse("5/20 * * * *").expect("valid");
-        assert_eq!(s.minutes, (1 << 5) | (1 << 25) | (1 << 45));
-    }
-
-    #[test]
-    fn day_fields_or_when_both_restricted() {
-        // 13th of the month OR Friday.
-        let s = CronSchedule::parse("0 0 13 * 5").expect("valid");
-        assert!(s.matches(1, 13, 2, 0, 0));
-        assert!(s.matches(1, 10, 5, 0, 0));
-        assert!(!s.matches(1, 10, 4, 0, 0));
-        // Only day of week restricted: AND with '*'.
-        let s = CronSchedule::parse("0 0 * * 5").expect("valid");
-        assert!(!s.matches(1, 13, 2, 0, 0));
-        assert!(s.matches(1, 10, 5, 0, 0));
-    }
-
-    #[test]
-    fn errors_say_which_field() {
-        let err = CronSchedule::parse("0 25 * * *").expect_err("hour 25");
-        assert!(
-            err.to_string().contains("hour: 25 is out of range 0-23"),
-            "{err}"
-        );
-    }
-}
+mod tests;
