@@ -1,1 +1,23 @@
-//! Placeholder until the crate lands.
+//! nightcap-storage: where capture files live and how people get them back.
+//!
+//! - [`layout`]: the object key layout `{prefix}/{namespace}/{capture}/{uid}/{node}/{start}-{seq}.pcapng`
+//!   and a parser that refuses anything else;
+//! - [`config`]: one [`StoreConfig`] for S3-compatible stores, the local file system, memory, GCS
+//!   and Azure, opened as an `Arc<dyn ObjectStore>` plus prefix (and a URL signer when possible);
+//! - [`upload`]: the [`Uploader`] the capture engine hands closed files to;
+//!
+//! This crate must never let a key leave its `{prefix}/{namespace}/` (every component is
+//! validated before any storage call), never hold a whole capture file in memory, and never log
+//! or serialise credentials.
+
+pub mod config;
+pub mod error;
+pub mod layout;
+pub mod meta;
+pub mod upload;
+
+pub use config::{S3Config, S3Credentials, Store, StoreConfig};
+pub use error::{Error, Result};
+pub use layout::{CaptureKey, KeyPrefix};
+pub use meta::FileMeta;
+pub use upload::{UploadOptions, UploadedFile, Uploader};

@@ -1,0 +1,250 @@
+use std::{
+    fmt,
+    sync::atomic::{AtomicU32, Ordering as AtOrd},
+};
+
+use chrono::{TimeZone, Utc};
+use futures::stream::BoxStream;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStoreExt,
+    PutResult, local::LocalFileSystem, memory::InMemory,
+};
+
+use super::*;
+use crate::meta::FileMeta;
+
+const UID: &str = "0a1b2c3d-0000-4000-8000-00000000abcd";
+
+fn key(seq: u64) -> CaptureKey {
+    let start = Utc
+        .with_ymd_and_hms(2026, 11, 22, 1, 2, 3)
+        .single()
+        .expect("valid time");
+    CaptureKey::new("team-a", "cap", UID, "node-1", start, seq).expect("valid key")
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn write_tmp(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, bytes).expect("write temp file");
+    p
+}
+
+fn small_parts() -> UploadOptions {
+    UploadOptions {
+        multipart_threshold: 64 * 1024,
+        part_size: 40 * 1024,
+        max_concurrent_parts: 2,
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(4),
+    }
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn single_put_and_multipart_store_bytes_and_checksum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let prefix = KeyPrefix::new("caps").expect("prefix");
+    let up = Uploader::new(store.clone(), prefix.clone(), small_parts());
+    for (seq, len, multipart) in [
+        (1, 0, false),
+        (2, 1000, false),
+        (3, 64 * 1024, false),
+        (4, 300_001, true),
+    ] {
+        let bytes = data(len);
+        let local = write_tmp(&dir, &format!("f{seq}"), &bytes);
+        let meta = FileMeta {
+            pods: vec!["team-a/web-0".into()],
+            packets: Some(7),
+            ..FileMeta::default()
+        };
+        let res = up
+            .upload_file_with_meta(&local, &key(seq), &meta)
+            .await
+            .expect("upload");
+        assert_eq!(res.multipart, multipart, "len {len}");
+        assert_eq!(res.bytes, len as u64);
+        assert_eq!(res.sha256, sha(&bytes));
+        assert_eq!(res.key, key(seq).to_key(&prefix));
+        assert!(res.attributes_stored);
+        assert_eq!(res.attempts, 1);
+        let got = store.get(&key(seq).to_path(&prefix)).await.expect("get");
+        let (m, s) = FileMeta::from_attributes(&got.attributes);
+        assert_eq!(s.as_deref(), Some(res.sha256.as_str()));
+        assert_eq!(m.packets, Some(7));
+        assert_eq!(got.bytes().await.expect("bytes").as_ref(), &bytes[..]);
+    }
+}
+
+#[tokio::test]
+async fn local_file_system_has_no_attributes_and_still_uploads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(root.path()).expect("local fs"));
+    let up = Uploader::new(store.clone(), KeyPrefix::default(), small_parts());
+    for (seq, len) in [(1, 5000), (2, 200_000)] {
+        let bytes = data(len);
+        let local = write_tmp(&dir, &format!("f{seq}"), &bytes);
+        let res = up.upload_file(&local, &key(seq)).await.expect("upload");
+        assert!(!res.attributes_stored);
+        assert_eq!(res.sha256, sha(&bytes));
+        let on_disk = std::fs::read(root.path().join(key(seq).relative())).expect("object file");
+        assert_eq!(on_disk, bytes);
+    }
+}
+
+#[tokio::test]
+async fn missing_local_file_is_a_clear_error() {
+    let up = Uploader::new(
+        Arc::new(InMemory::new()),
+        KeyPrefix::default(),
+        small_parts(),
+    );
+    let err = up
+        .upload_file(FsPath::new("/nonexistent/nightcap-file.pcapng"), &key(1))
+        .await
+        .expect_err("missing file");
+    assert!(matches!(err, Error::LocalIo { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/nonexistent/nightcap-file.pcapng")
+    );
+}
+
+/// A real in-memory store whose writes fail `failures` times with the given error first.
+#[derive(Debug)]
+struct FailingWrites {
+    inner: InMemory,
+    failures: AtomicU32,
+    permanent: bool,
+}
+
+impl fmt::Display for FailingWrites {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FailingWrites({})", self.inner)
+    }
+}
+
+impl FailingWrites {
+    fn fail(&self) -> object_store::Result<()> {
+        let left = self.failures.load(AtOrd::SeqCst);
+        if left == 0 {
+            return Ok(());
+        }
+        self.failures.store(left - 1, AtOrd::SeqCst);
+        let source = "injected failure".into();
+        Err(if self.permanent {
+            object_store::Error::PermissionDenied {
+                path: "x".into(),
+                source,
+            }
+        } else {
+            object_store::Error::Generic {
+                store: "test",
+                source,
+            }
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FailingWrites {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.fail()?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.fail()?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(&self, from: &Path, to: &Path, o: CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, o).await
+    }
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_up_to_the_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (failures, len, ok) in [(3, 100, true), (3, 300_000, true), (4, 100, false)] {
+        let store = Arc::new(FailingWrites {
+            inner: InMemory::new(),
+            failures: AtomicU32::new(failures),
+            permanent: false,
+        });
+        let up = Uploader::new(store.clone(), KeyPrefix::default(), small_parts());
+        let bytes = data(len);
+        let local = write_tmp(&dir, &format!("r{failures}-{len}"), &bytes);
+        let res = up.upload_file(&local, &key(1)).await;
+        if ok {
+            let res = res.expect("succeeds after retries");
+            assert_eq!(res.attempts, failures + 1);
+            let got = store
+                .get(&key(1).to_path(&KeyPrefix::default()))
+                .await
+                .expect("get");
+            assert_eq!(got.bytes().await.expect("bytes").as_ref(), &bytes[..]);
+        } else {
+            let err = res.expect_err("gives up");
+            assert!(
+                matches!(err, Error::UploadFailed { attempts: 4, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains(&key(1).relative()), "{err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn permanent_failures_are_not_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(FailingWrites {
+        inner: InMemory::new(),
+        failures: AtomicU32::new(1),
+        permanent: true,
+    });
+    let up = Uploader::new(store, KeyPrefix::default(), small_parts());
+    let local = write_tmp(&dir, "p", b"abc");
+    let err = up.upload_file(&local, &key(1)).await.expect_err("denied");
+    assert!(
+        matches!(err, Error::UploadFailed { attempts: 1, .. }),
+        "{err}"
+    );
+}
