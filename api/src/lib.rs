@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod crd;
 pub mod cron;
+pub mod filter;
 pub mod quantity;
 pub mod schedule;
 pub mod template;

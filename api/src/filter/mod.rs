@@ -43,7 +43,7 @@ pub mod proto {
 
 /// Why a filter was refused: where, what, and what to do instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message} at position {pos}{}", hint_suffix(.hint))]
+#[error("{}", self.render())]
 pub struct FilterError {
     /// 1-based character position in the expression (0 when the problem is the whole filter,
     /// e.g. its size).
@@ -54,11 +54,18 @@ pub struct FilterError {
     pub hint: Option<String>,
 }
 
-fn hint_suffix(hint: &Option<String>) -> String {
-    hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
-}
-
 impl FilterError {
+    fn render(&self) -> String {
+        let mut s = self.message.clone();
+        if self.pos > 0 {
+            s.push_str(&format!(" at position {}", self.pos));
+        }
+        if let Some(h) = &self.hint {
+            s.push_str(&format!("; {h}"));
+        }
+        s
+    }
+
     pub(crate) fn new(pos: usize, message: impl Into<String>, hint: Option<String>) -> Self {
         Self {
             pos,

@@ -108,6 +108,10 @@ fn validate_spec(
             format!("{path}.expression"),
             "must not be empty; remove the field to capture everything the filters allow",
         );
+    } else if let Some(expr) = &spec.expression
+        && let Err(e) = crate::filter::compile_expression(expr)
+    {
+        errs.push(format!("{path}.expression"), e.to_string());
     }
     if let Some(snap) = spec.snap_len {
         validate_snap_len(snap, &format!("{path}.snapLen"), errs);
