@@ -377,13 +377,11 @@ fn assert_unique(lines: &[String]) {
     }
 }
 
-#[test]
-fn pods_from_parallel_processes_are_unique() {
-    require_root();
-    const PROCESSES: usize = 4;
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Starts `n` copies of this test binary running `pods_created_concurrently_are_unique` in
+/// reporting mode.
+fn spawn_reporting_children(n: usize, dir: &Path) -> Vec<Child> {
     let exe = std::env::current_exe().expect("test binary path");
-    let children: Vec<Child> = (0..PROCESSES)
+    (0..n)
         .map(|_| {
             Command::new(&exe)
                 .args([
@@ -391,21 +389,25 @@ fn pods_from_parallel_processes_are_unique() {
                     "pods_created_concurrently_are_unique",
                     "--nocapture",
                 ])
-                .env(REPORT_DIR_ENV, dir.path())
+                .env(REPORT_DIR_ENV, dir)
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("spawn child test process")
         })
-        .collect();
+        .collect()
+}
+
+/// Waits for `n` reports in `dir` and returns their lines (one per pod).
+fn wait_for_reports(n: usize, dir: &Path) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let reports = loop {
-        let reports: Vec<_> = std::fs::read_dir(dir.path())
+        let reports: Vec<_> = std::fs::read_dir(dir)
             .expect("read report dir")
             .flatten()
             .filter(|e| e.path().extension().is_some_and(|x| x == "pods"))
             .map(|e| e.path())
             .collect();
-        if reports.len() == PROCESSES {
+        if reports.len() == n {
             break reports;
         }
         assert!(
@@ -415,7 +417,7 @@ fn pods_from_parallel_processes_are_unique() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let lines: Vec<String> = reports
+    reports
         .iter()
         .flat_map(|p| {
             std::fs::read_to_string(p)
@@ -424,14 +426,32 @@ fn pods_from_parallel_processes_are_unique() {
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         })
-        .collect();
+        .collect()
+}
+
+fn netns_exists(line: &str) -> bool {
+    let name = line.split(' ').next().expect("name");
+    Path::new("/var/run/netns").join(name).exists()
+}
+
+fn veth_exists(line: &str) -> bool {
+    let veth = line.split(' ').nth(1).expect("veth");
+    Path::new("/sys/class/net").join(veth).exists()
+}
+
+#[test]
+fn pods_from_parallel_processes_are_unique() {
+    require_root();
+    const PROCESSES: usize = 4;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let children = spawn_reporting_children(PROCESSES, dir.path());
+    let lines = wait_for_reports(PROCESSES, dir.path());
     assert_eq!(lines.len(), PROCESSES * 4);
     assert_unique(&lines);
     for line in &lines {
-        let name = line.split(' ').next().expect("name");
         assert!(
-            Path::new("/var/run/netns").join(name).exists(),
-            "{name} should exist while its process waits"
+            netns_exists(line),
+            "{line}: should exist while its process waits"
         );
     }
     std::fs::write(dir.path().join("release"), b"").expect("release children");
@@ -440,10 +460,32 @@ fn pods_from_parallel_processes_are_unique() {
         assert!(status.success(), "child test process failed: {status}");
     }
     for line in &lines {
-        let name = line.split(' ').next().expect("name");
         assert!(
-            !Path::new("/var/run/netns").join(name).exists(),
-            "{name} left behind by its exited process"
+            !netns_exists(line) && !veth_exists(line),
+            "{line}: left behind"
         );
+    }
+}
+
+#[test]
+fn pods_of_a_killed_process_are_collected() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut children = spawn_reporting_children(1, dir.path());
+    let lines = wait_for_reports(1, dir.path());
+    let mut child = children.pop().expect("one child");
+    child.kill().expect("SIGKILL the child test process");
+    child.wait().expect("reap child");
+    // No destructor ran: the pods are still there.
+    for line in &lines {
+        assert!(
+            netns_exists(line) && veth_exists(line),
+            "{line}: gone without cleanup?"
+        );
+    }
+    nightcap_testsupport::netns::collect_stale_pods();
+    for line in &lines {
+        assert!(!netns_exists(line), "{line}: netns not collected");
+        assert!(!veth_exists(line), "{line}: veth not collected");
     }
 }

@@ -17,6 +17,8 @@ pub mod addr;
 mod registry;
 mod traffic;
 
+pub use registry::collect_stale_pods;
+
 use crate::{
     error::{Error, Result},
     util,
@@ -231,11 +233,16 @@ impl NetnsPod {
         // Host side.
         util::ip(&["addr", "add", &host_v4, "dev", &host])?;
         util::ip(&["-6", "addr", "add", &host_v6, "dev", &host, "nodad"])?;
-        enable_forwarding(&host)?;
+        host_sysctls(&host)?;
         util::ip(&["link", "set", &host, "up"])?;
         // Pod side.
         let n = ["-n", name.as_str()];
         let ipn = |args: &[&str]| util::ip(&[&n[..], args].concat());
+        // Link-local addresses skip DAD too: until DAD finishes, the kernel will not send
+        // neighbour solicitations for forwarded packets and the first ones wait ~1 s.
+        let dad = format!("/proc/sys/net/ipv6/conf/{POD_IFNAME}/accept_dad");
+        self.enter(|| std::fs::write(&dad, "0"))?
+            .map_err(|e| Error::io(format!("writing 0 to {dad} in pod {name}"), e))?;
         ipn(&["link", "set", "lo", "up"])?;
         ipn(&["addr", "add", &pod_v4, "dev", POD_IFNAME])?;
         ipn(&["-6", "addr", "add", &pod_v6, "dev", POD_IFNAME, "nodad"])?;
@@ -303,13 +310,19 @@ impl Drop for NetnsPod {
     }
 }
 
-/// Turns on forwarding for packets arriving on `host_veth`: IPv4 per interface; IPv6 with
-/// `force_forwarding` (Linux ≥ 6.17), else the global switch.
-fn enable_forwarding(host_veth: &str) -> Result<()> {
+/// Turns on forwarding for packets arriving on `host_veth` (IPv4 per interface; IPv6 with
+/// `force_forwarding` on Linux ≥ 6.17, else the global switch) and turns off IPv6 DAD on it.
+fn host_sysctls(host_veth: &str) -> Result<()> {
     let write = |path: String| {
         std::fs::write(&path, "1").map_err(|e| Error::io(format!("writing 1 to {path}"), e))
     };
     write(format!("/proc/sys/net/ipv4/conf/{host_veth}/forwarding"))?;
+    // 0: no DAD for the link-local address either (see `setup`).
+    std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{host_veth}/accept_dad"),
+        "0",
+    )
+    .map_err(|e| Error::io(format!("disabling DAD on {host_veth}"), e))?;
     let force = format!("/proc/sys/net/ipv6/conf/{host_veth}/force_forwarding");
     if std::path::Path::new(&force).exists() {
         write(force)

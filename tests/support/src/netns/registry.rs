@@ -29,10 +29,13 @@ pub(super) fn unregister(name: &str) {
 /// Collects stale pods once per process.
 pub(super) fn collect_stale_once() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(collect_stale);
+    ONCE.call_once(collect_stale_pods);
 }
 
-fn collect_stale() {
+/// Removes every registered pod (namespace, veth, processes inside) whose owning process no
+/// longer exists. Runs automatically before a process creates its first pod; call it directly
+/// to clean up after killed test runs.
+pub fn collect_stale_pods() {
     let Ok(dir) = util::state_subdir("pods") else {
         return;
     };
