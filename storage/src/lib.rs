@@ -10,14 +10,19 @@
 //! validated before any storage call), never hold a whole capture file in memory, and never log
 //! or serialise credentials.
 
+pub mod archive;
 pub mod config;
 pub mod error;
 pub mod layout;
+pub mod list;
 pub mod meta;
+pub mod retention;
 pub mod upload;
 
 pub use config::{S3Config, S3Credentials, Store, StoreConfig};
 pub use error::{Error, Result};
 pub use layout::{CaptureKey, KeyPrefix};
+pub use list::{CaptureFileInfo, Lister};
 pub use meta::FileMeta;
+pub use retention::{RetentionItem, SweepReport, sweep};
 pub use upload::{UploadOptions, UploadedFile, Uploader};
