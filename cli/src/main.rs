@@ -17,11 +17,14 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions as YAML (what manifests/crds/ holds).
     Crds(crds::CrdsArgs),
+    /// Serve capture files: listings with pre-signed URLs, files.zip and share links.
+    Gateway(nightcap_storage::gateway::GatewayArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds(args) => crds::run(&args),
+        Command::Gateway(args) => Ok(nightcap_storage::gateway::run_blocking(args)?),
     }
 }

@@ -5,6 +5,8 @@
 //! - [`config`]: one [`StoreConfig`] for S3-compatible stores, the local file system, memory, GCS
 //!   and Azure, opened as an `Arc<dyn ObjectStore>` plus prefix (and a URL signer when possible);
 //! - [`upload`]: the [`Uploader`] the capture engine hands closed files to;
+//! - [`list`]: the files of a capture with their metadata; [`retention`]: the TTL sweeper;
+//! - [`archive`]: a streamed zip of objects; [`gateway`]: `nightcap gateway` (axum).
 //!
 //! This crate must never let a key leave its `{prefix}/{namespace}/` (every component is
 //! validated before any storage call), never hold a whole capture file in memory, and never log
@@ -13,6 +15,7 @@
 pub mod archive;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod layout;
 pub mod list;
 pub mod meta;
