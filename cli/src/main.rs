@@ -19,6 +19,8 @@ enum Command {
     Crds(crds::CrdsArgs),
     /// Serve capture files: listings with pre-signed URLs, files.zip and share links.
     Gateway(nightcap_storage::gateway::GatewayArgs),
+    /// Run the scheduler: per-node capture Jobs that follow the selected pods (leader-elected).
+    Scheduler(nightcap_scheduler::SchedulerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,5 +28,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds(args) => crds::run(&args),
         Command::Gateway(args) => Ok(nightcap_storage::gateway::run_blocking(args)?),
+        Command::Scheduler(args) => Ok(nightcap_scheduler::run_blocking(args)?),
     }
 }

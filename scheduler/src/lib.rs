@@ -3,15 +3,23 @@
 //!
 //! - [`plan`]: the pure planner, `plan(capture, pods, nodes, jobs, now) -> Vec<Action>`.
 //! - [`job`]: the capture Job (deterministic name, least privilege).
+//! - [`controller`]: the kube-rs controller that feeds the planner and applies its actions.
+//! - [`leader`]: leader election on a Lease, so exactly one replica acts.
+//! - [`cli`]: `nightcap scheduler` (flags, `/metrics`, `/healthz`).
 //!
 //! This crate must never decide inside I/O code (every decision is in [`plan`], executors only
 //! apply [`plan::Action`]s), never read the clock inside a decision, never capture packets or
 //! touch object storage itself, and never build a privileged pod.
 
+pub mod cli;
+pub mod controller;
 pub mod error;
 pub mod job;
 pub mod labels;
+pub mod leader;
+pub mod metrics;
 pub mod plan;
 
+pub use cli::{SchedulerArgs, run_blocking};
 pub use error::{Error, Result};
 pub use plan::{Action, PlanConfig, Planner};

@@ -1,0 +1,301 @@
+//! `nightcap scheduler`: flags, the metrics/health endpoint, leader election, the controller.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use kube::{Client, runtime::reflector::Store};
+use nightcap_api::{PacketCapture, quantity::parse_size};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::{
+    Error, Result,
+    controller::{self, ControllerSettings},
+    job::JobConfig,
+    leader::{LeaderElector, LeaseSettings, run_while_leader},
+    metrics::Metrics,
+    plan::{PlanConfig, Planner},
+};
+
+fn duration(s: &str) -> std::result::Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+fn size(s: &str) -> std::result::Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+/// Arguments of `nightcap scheduler`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchedulerArgs {
+    /// Address of `/metrics` (Prometheus) and `/healthz`.
+    #[arg(long, env = "NIGHTCAP_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+    /// Gather watch events this long before planning (coalesces bursts).
+    #[arg(long, env = "NIGHTCAP_DEBOUNCE", default_value = "50ms", value_parser = duration)]
+    pub debounce: Duration,
+    /// Capture Job settings.
+    #[command(flatten)]
+    pub jobs: JobArgs,
+    /// Planner settings.
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Leader election settings.
+    #[command(flatten)]
+    pub leader: LeaderArgs,
+}
+
+/// How capture Jobs look.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobArgs {
+    /// Image of capture Jobs (the nightcap image).
+    #[arg(
+        long,
+        env = "NIGHTCAP_CAPTURE_IMAGE",
+        default_value = "ghcr.io/nightcap-dev/nightcap:latest"
+    )]
+    pub capture_image: String,
+    /// imagePullPolicy of capture Jobs (Always, IfNotPresent, Never).
+    #[arg(long, env = "NIGHTCAP_CAPTURE_IMAGE_PULL_POLICY")]
+    pub capture_image_pull_policy: Option<String>,
+    /// Path of the nightcap binary in the image.
+    #[arg(long, env = "NIGHTCAP_CAPTURE_PROGRAM", default_value = "nightcap")]
+    pub capture_program: String,
+    /// Service account of capture pods.
+    #[arg(
+        long,
+        env = "NIGHTCAP_CAPTURE_SERVICE_ACCOUNT",
+        default_value = "nightcap-capture"
+    )]
+    pub capture_service_account: String,
+    /// Secret with the default store's settings (NIGHTCAP_STORE, credentials); a capture with
+    /// `spec.storage: NAME` uses `<secret>-NAME`.
+    #[arg(
+        long,
+        env = "NIGHTCAP_STORAGE_SECRET",
+        default_value = "nightcap-storage"
+    )]
+    pub storage_secret: String,
+    /// Size limit of each capture pod's spool (files not uploaded yet), e.g. 1Gi.
+    #[arg(long, env = "NIGHTCAP_SPOOL_SIZE", default_value = "1Gi", value_parser = size)]
+    pub spool_size: u64,
+    /// Pod restarts before a capture Job fails.
+    #[arg(long, env = "NIGHTCAP_JOB_BACKOFF_LIMIT", default_value_t = 3)]
+    pub job_backoff_limit: i32,
+    /// How long finished Job objects stay (not the files).
+    #[arg(long, env = "NIGHTCAP_JOB_TTL", default_value = "1h", value_parser = duration)]
+    pub job_ttl: Duration,
+    /// Time a capture pod gets after SIGTERM to upload its last file.
+    #[arg(long, env = "NIGHTCAP_JOB_TERMINATION_GRACE", default_value = "60s", value_parser = duration)]
+    pub job_termination_grace: Duration,
+    /// Run capture Jobs in this namespace (e.g. nightcap-system) instead of each capture's own
+    /// namespace; they then carry no owner reference.
+    #[arg(long, env = "NIGHTCAP_JOB_NAMESPACE")]
+    pub job_namespace: Option<String>,
+    /// priorityClassName of capture pods.
+    #[arg(long, env = "NIGHTCAP_CAPTURE_PRIORITY_CLASS")]
+    pub capture_priority_class: Option<String>,
+    /// RUST_LOG of capture pods.
+    #[arg(long, env = "NIGHTCAP_CAPTURE_LOG")]
+    pub capture_log: Option<String>,
+}
+
+/// Planner tunables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanArgs {
+    /// Keep a node's Job this long after its last selected pod left.
+    #[arg(long, env = "NIGHTCAP_PODS_GONE_GRACE", default_value = "30s", value_parser = duration)]
+    pub pods_gone_grace: Duration,
+    /// Keep a Job on a NotReady node this long.
+    #[arg(long, env = "NIGHTCAP_NODE_NOT_READY_GRACE", default_value = "60s", value_parser = duration)]
+    pub node_not_ready_grace: Duration,
+    /// Longest accepted capture window.
+    #[arg(long, env = "NIGHTCAP_MAX_WINDOW", default_value = "24h", value_parser = duration)]
+    pub max_window: Duration,
+}
+
+/// Leader election.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaderArgs {
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "NIGHTCAP_LEASE_NAME",
+        default_value = "nightcap-scheduler"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (the scheduler's namespace).
+    #[arg(
+        long,
+        env = "NIGHTCAP_LEASE_NAMESPACE",
+        default_value = "nightcap-system"
+    )]
+    pub lease_namespace: String,
+    /// How long a Lease that is not renewed stays valid (the longest takeover time).
+    #[arg(long, env = "NIGHTCAP_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease (default: the host name).
+    #[arg(long, env = "NIGHTCAP_IDENTITY")]
+    pub identity: Option<String>,
+    /// Act without leader election (exactly one replica must run).
+    #[arg(long, env = "NIGHTCAP_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+}
+
+impl SchedulerArgs {
+    /// The capture Job settings.
+    pub fn job_config(&self) -> JobConfig {
+        let j = &self.jobs;
+        JobConfig {
+            image: j.capture_image.clone(),
+            image_pull_policy: j.capture_image_pull_policy.clone(),
+            program: j.capture_program.clone(),
+            service_account: j.capture_service_account.clone(),
+            storage_secret: j.storage_secret.clone(),
+            spool_bytes: j.spool_size,
+            backoff_limit: j.job_backoff_limit,
+            ttl_seconds_after_finished: i32::try_from(j.job_ttl.as_secs()).unwrap_or(i32::MAX),
+            termination_grace_period_seconds: i64::try_from(j.job_termination_grace.as_secs())
+                .unwrap_or(i64::MAX),
+            namespace: j.job_namespace.clone(),
+            priority_class_name: j.capture_priority_class.clone(),
+            log_filter: j.capture_log.clone(),
+            ..JobConfig::default()
+        }
+    }
+
+    /// The planner settings.
+    pub fn plan_config(&self) -> PlanConfig {
+        PlanConfig {
+            pods_gone_grace: self.plan.pods_gone_grace,
+            node_not_ready_grace: self.plan.node_not_ready_grace,
+            max_window: self.plan.max_window,
+        }
+    }
+
+    fn identity(&self) -> String {
+        self.leader.identity.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| format!("nightcap-scheduler-{}", std::process::id()))
+        })
+    }
+}
+
+/// Starts a runtime and runs the scheduler until SIGINT/SIGTERM.
+pub fn run_blocking(args: SchedulerArgs) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?
+        .block_on(run(args, shutdown_signal()))
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
+
+/// Runs the scheduler until `shutdown` completes.
+pub async fn run(
+    args: SchedulerArgs,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    let client = Client::try_default().await.map_err(Error::Client)?;
+    let metrics = Arc::new(Metrics::new());
+    let (captures_tx, captures_rx) = watch::channel(None);
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|source| Error::Serve {
+            addr: args.metrics_addr,
+            source,
+        })?;
+    info!(addr = %listener.local_addr().map_or(args.metrics_addr, |a| a), "Serving /metrics and /healthz.");
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_handler))
+        .with_state((metrics.clone(), captures_rx));
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "The metrics endpoint stopped.");
+        }
+    });
+    let settings = ControllerSettings {
+        planner: Planner::new(args.plan_config()),
+        jobs: args.job_config(),
+        instance: Some(args.identity()),
+        debounce: args.debounce,
+    };
+    let clock: controller::Clock = Arc::new(jiff::Timestamp::now);
+    if args.leader.no_leader_election {
+        metrics.set_leader(true);
+        controller::run(
+            client,
+            settings,
+            metrics,
+            clock,
+            Some(Arc::new(captures_tx)),
+            shutdown,
+        )
+        .await;
+        return Ok(());
+    }
+    let elector = LeaderElector::new(
+        client.clone(),
+        LeaseSettings {
+            name: args.leader.lease_name.clone(),
+            namespace: args.leader.lease_namespace.clone(),
+            identity: args.identity(),
+            lease_duration: args.leader.lease_duration,
+        },
+    );
+    let captures_tx = Arc::new(captures_tx);
+    run_while_leader(elector, metrics.clone(), shutdown, move |stop| {
+        let (client, settings, metrics, clock) = (
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            clock.clone(),
+        );
+        let captures_tx = captures_tx.clone();
+        async move {
+            let stop = async move {
+                let _ = stop.await;
+            };
+            controller::run(client, settings, metrics, clock, Some(captures_tx), stop).await;
+        }
+    })
+    .await
+}
+
+type MetricsState = (Arc<Metrics>, watch::Receiver<Option<Store<PacketCapture>>>);
+
+async fn metrics_handler(
+    State((metrics, captures)): State<MetricsState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let list = captures
+        .borrow()
+        .as_ref()
+        .map(Store::state)
+        .unwrap_or_default();
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        metrics.encode(&list),
+    )
+}
