@@ -158,3 +158,59 @@ fn builder_arguments_are_passed_and_kept_across_restart() {
     server.restart().expect("restart");
     check(&server);
 }
+
+#[tokio::test]
+async fn jetstream_message_survives_a_crash() {
+    let mut server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = jetstream::new(client);
+    let stream = js
+        .create_stream(StreamConfig {
+            name: "CRASH".into(),
+            subjects: vec!["crash.>".into()],
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("create stream");
+    let _: PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("nightcap".into()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("create durable pull consumer");
+    js.publish("crash.firing", "KubePodCrashLooping".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stream stored the message");
+    drop((stream, js));
+    server.kill().expect("SIGKILL");
+    server.start_again().expect("start after crash");
+
+    let client = async_nats::connect(server.url()).await.expect("reconnect");
+    let js = jetstream::new(client);
+    let consumer: PullConsumer = js
+        .get_stream("CRASH")
+        .await
+        .expect("stream survived the crash")
+        .get_consumer("nightcap")
+        .await
+        .expect("consumer survived the crash");
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(WAIT)
+        .messages()
+        .await
+        .expect("fetch");
+    let msg = batch
+        .next()
+        .await
+        .expect("message after crash")
+        .expect("message ok");
+    assert_eq!(msg.payload.as_ref(), b"KubePodCrashLooping");
+    msg.double_ack().await.expect("ack");
+}
