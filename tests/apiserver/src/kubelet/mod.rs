@@ -1,0 +1,202 @@
+//! [`FakeKubelet`]: one fake node. Registers its Node and Lease, runs the pods bound to it as
+//! local processes (see `pods`), and runs a minimal Job controller for Jobs pinned to it (see
+//! `jobs`). Several kubelets can share one machine and one [`ApiServer`].
+
+mod container;
+mod jobs;
+mod node;
+mod pods;
+mod sandbox;
+mod status;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+pub use sandbox::{NetnsSandboxes, PodRef, Sandbox, SandboxProvider};
+
+use crate::{
+    error::{Error, Result},
+    server::{ApiServer, Shared},
+};
+
+/// Options of one fake node.
+#[derive(Debug, Clone)]
+pub struct KubeletOptions {
+    /// Extra node labels (`kubernetes.io/hostname`, `kubernetes.io/os` and `kubernetes.io/arch`
+    /// are always set).
+    pub labels: BTreeMap<String, String>,
+    /// Node taints (`{"key", "value", "effect"}` objects).
+    pub taints: Vec<Value>,
+    /// Where pod working directories and logs go (default: a temporary directory).
+    pub state_dir: Option<PathBuf>,
+    /// Binaries by command name: a container command `nightcap` runs this path.
+    pub binaries: BTreeMap<String, PathBuf>,
+    /// Sandboxes for non-hostNetwork pods (e.g. [`NetnsSandboxes`]); without one such pods get
+    /// the node IP and run in the host network namespace.
+    pub sandboxes: Option<Arc<dyn SandboxProvider>>,
+    /// The node's InternalIP (and hostIP of its pods).
+    pub node_ip: IpAddr,
+    /// Delay before a failed container is restarted (real kubelet: 10 s doubling).
+    pub restart_backoff: Duration,
+    /// Delay before a Job replaces a failed pod (real controller: 10 s doubling).
+    pub job_backoff: Duration,
+    /// Node lease renewal interval.
+    pub heartbeat: Duration,
+    /// Also run Jobs whose pods are not pinned to any node (set on at most one kubelet).
+    pub accept_unpinned: bool,
+}
+
+impl Default for KubeletOptions {
+    fn default() -> Self {
+        Self {
+            labels: BTreeMap::new(),
+            taints: vec![],
+            state_dir: None,
+            binaries: BTreeMap::new(),
+            sandboxes: None,
+            node_ip: IpAddr::from([127, 0, 0, 1]),
+            restart_backoff: Duration::from_secs(1),
+            job_backoff: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(10),
+            accept_unpinned: false,
+        }
+    }
+}
+
+/// Process ids of running containers, by pod uid (so Drop can kill them synchronously).
+pub(crate) type Pids = Arc<Mutex<HashMap<String, i32>>>;
+
+/// A fake kubelet (RAII): its containers are killed and its tasks stopped when dropped.
+pub struct FakeKubelet {
+    node: String,
+    state_dir: PathBuf,
+    pids: Pids,
+    tasks: Vec<JoinHandle<()>>,
+    client: kube::Client,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for FakeKubelet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeKubelet")
+            .field("node", &self.node)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for FakeKubelet {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        kill_all(&self.pids);
+    }
+}
+
+fn kill_all(pids: &Pids) {
+    let pids: Vec<i32> = pids
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .copied()
+        .collect();
+    for pid in pids {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// What the kubelet's tasks share.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub node: String,
+    pub client: kube::Client,
+    pub opts: KubeletOptions,
+    pub state_dir: PathBuf,
+    pub server_url: String,
+    pub shared: Arc<Shared>,
+    pub pids: Pids,
+}
+
+impl FakeKubelet {
+    /// Register node `node_name` and start running its pods.
+    pub async fn start(server: &ApiServer, node_name: &str, opts: KubeletOptions) -> Result<Self> {
+        let client = server.admin_client()?;
+        let (state_dir, tmp) = match &opts.state_dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix(&format!("fake-kubelet-{node_name}-"))
+                    .tempdir()
+                    .map_err(|source| Error::Io {
+                        what: "creating the kubelet state directory".into(),
+                        source,
+                    })?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        std::fs::create_dir_all(&state_dir).map_err(|source| Error::Io {
+            what: format!("creating {}", state_dir.display()),
+            source,
+        })?;
+        let ctx = Ctx {
+            node: node_name.to_string(),
+            client: client.clone(),
+            opts,
+            state_dir: state_dir.clone(),
+            server_url: server.url(),
+            shared: server.shared().clone(),
+            pids: Pids::default(),
+        };
+        node::register(&ctx).await?;
+        let tasks = vec![
+            tokio::spawn(node::heartbeat(ctx.clone())),
+            tokio::spawn(pods::run(ctx.clone())),
+            tokio::spawn(jobs::run(ctx.clone())),
+        ];
+        Ok(Self {
+            node: node_name.to_string(),
+            state_dir,
+            pids: ctx.pids,
+            tasks,
+            client,
+            _tmp: tmp,
+        })
+    }
+
+    /// The node name.
+    pub fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    /// Directory of one pod (by uid): working directory, `kubeconfig`, `logs/`.
+    pub fn pod_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        pods::pod_dir(&self.state_dir, namespace, name, uid)
+    }
+
+    /// Everything the pod's first container wrote to stdout/stderr (newest pod of that name).
+    pub fn logs(&self, namespace: &str, name: &str) -> String {
+        pods::logs(&self.state_dir, namespace, name)
+    }
+
+    /// Stop like a lost node: kill every container, stop the tasks, mark the node NotReady.
+    pub async fn stop(mut self) -> Result<()> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.tasks.clear();
+        kill_all(&self.pids);
+        node::mark_not_ready(&self.client, &self.node).await
+    }
+}

@@ -1,0 +1,314 @@
+//! [`ApiServer`]: the RAII guard that serves the API on 127.0.0.1 and hands out clients.
+
+mod discovery;
+mod http;
+mod resource;
+mod reviews;
+mod table;
+mod watch;
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::json;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use crate::{
+    error::{Error, Result},
+    gc, kinds,
+    ops::{self, WriteCtx},
+    policy::{ADMIN, Policy, User},
+    store::Store,
+};
+
+/// Tunables of the test server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// How many changes are kept for watches to resume from; older versions get 410 Gone.
+    pub history_limit: usize,
+    /// How often watches that asked for bookmarks get one.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            history_limit: 10_000,
+            bookmark_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// State shared by the HTTP handlers and background tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub store: Store,
+    pub policy: RwLock<Policy>,
+    pub opts: ServerOptions,
+}
+
+impl Shared {
+    pub fn policy(&self) -> Policy {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The token of a service account, adding it (with no rules) to the policy if needed.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let mut policy = self.policy.write().unwrap_or_else(|e| e.into_inner());
+        let full = format!("system:serviceaccount:{namespace}:{name}");
+        if let Some(t) = policy.token_of(&full) {
+            return t.to_string();
+        }
+        let sa = User::service_account(namespace, name);
+        let token = sa.token.clone();
+        *policy = policy.clone().user(sa);
+        token
+    }
+}
+
+/// An in-process Kubernetes API server for tests (see the crate docs). Stops when dropped.
+#[derive(Debug)]
+pub struct ApiServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.shared.store.close_watches();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl ApiServer {
+    /// Start on a free port with `policy` (the `admin` user always exists).
+    pub async fn start(policy: Policy) -> Result<Self> {
+        Self::start_with(policy, ServerOptions::default()).await
+    }
+
+    /// Start with explicit options.
+    pub async fn start_with(policy: Policy, opts: ServerOptions) -> Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", opts.port))
+            .await
+            .map_err(|source| Error::Bind {
+                port: opts.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            port: opts.port,
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            store: Store::new(opts.history_limit.max(1)),
+            policy: RwLock::new(Policy::new()),
+            opts,
+        });
+        *shared.policy.write().unwrap_or_else(|e| e.into_inner()) = merge_admin(policy);
+        shared.store.write(|st| {
+            let mut ctx = WriteCtx::new("kube-apiserver");
+            kinds::bootstrap(st, &mut ctx);
+        });
+        let router = http::router(shared.clone());
+        let accept = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let svc = TowerToHyperService::new(router.clone());
+                        conns.spawn(async move {
+                            let conn = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc);
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, "API connection ended with an error.");
+                            }
+                        });
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        let gc_task = tokio::spawn(gc::run(shared.clone()));
+        Ok(Self {
+            shared,
+            addr,
+            tasks: vec![accept, gc_task],
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The listening port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Policy {
+        self.shared.policy()
+    }
+
+    /// Replace the policy (the admin user is kept).
+    pub fn set_policy(&self, policy: Policy) {
+        *self
+            .shared
+            .policy
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = merge_admin(policy);
+    }
+
+    /// Add or replace one user.
+    pub fn add_user(&self, user: User) {
+        let p = self.policy().user(user);
+        self.set_policy(p);
+    }
+
+    /// The bearer token of a policy user.
+    pub fn token_for(&self, user: &str) -> Result<String> {
+        self.policy()
+            .token_of(user)
+            .map(str::to_string)
+            .ok_or_else(|| Error::UnknownUser(user.to_string()))
+    }
+
+    /// The token of a service account, adding the account (with no rules) to the policy if needed,
+    /// like the token a real cluster mounts into every pod.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        self.shared.service_account_token(namespace, name)
+    }
+
+    /// A kube client authenticating as `user` (default namespace `default`).
+    pub fn client_for(&self, user: &str) -> Result<kube::Client> {
+        let token = self.token_for(user)?;
+        self.client_with_token(&token)
+    }
+
+    /// A kube client for an arbitrary bearer token (possibly invalid, for 401 tests).
+    pub fn client_with_token(&self, token: &str) -> Result<kube::Client> {
+        let mut cfg = self.client_config()?;
+        cfg.auth_info.token = Some(token.to_string().into());
+        kube::Client::try_from(cfg).map_err(Error::Client)
+    }
+
+    /// The administrator's client.
+    pub fn admin_client(&self) -> Result<kube::Client> {
+        self.client_for(ADMIN)
+    }
+
+    /// A kube `Config` pointing at this server (no credentials).
+    pub fn client_config(&self) -> Result<kube::Config> {
+        let uri = self
+            .url()
+            .parse()
+            .map_err(|e| Error::Config(format!("server URL: {e}")))?;
+        let mut cfg = kube::Config::new(uri);
+        cfg.default_namespace = "default".into();
+        cfg.read_timeout = None;
+        Ok(cfg)
+    }
+
+    /// Write a kubeconfig with one context per policy user (current context: admin).
+    pub fn kubeconfig(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml(ADMIN)?).map_err(|source| Error::Io {
+            what: format!("writing kubeconfig {}", path.display()),
+            source,
+        })
+    }
+
+    /// The kubeconfig text with `current` as the current context.
+    pub fn kubeconfig_yaml(&self, current: &str) -> Result<String> {
+        let policy = self.policy();
+        let users: Vec<_> = policy
+            .users()
+            .iter()
+            .map(|u| json!({"name": u.name, "user": {"token": u.token}}))
+            .collect();
+        let contexts: Vec<_> = policy
+            .users()
+            .iter()
+            .map(|u| json!({"name": u.name, "context": {"cluster": "testcluster", "user": u.name, "namespace": "default"}}))
+            .collect();
+        let doc = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "testcluster", "cluster": {"server": self.url()}}],
+            "users": users,
+            "contexts": contexts,
+            "current-context": current,
+            "preferences": {},
+        });
+        serde_yaml::to_string(&doc).map_err(|e| Error::Config(format!("kubeconfig: {e}")))
+    }
+
+    /// Register a CRD (as if `kubectl apply`-ed): its resources are served from now on.
+    pub fn register_crd(&self, crd: &CustomResourceDefinition) -> Result<()> {
+        let v = serde_json::to_value(crd).map_err(|e| Error::Config(format!("CRD: {e}")))?;
+        self.shared.store.write(|st| {
+            let rt = st
+                .registry
+                .find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+                .ok_or_else(|| Error::Config("CRD resource missing".into()))?;
+            let mut ctx = WriteCtx::new("testcluster");
+            let name = v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            match ops::create(st, &rt, "", v.clone(), &mut ctx) {
+                Ok(_) => Ok(()),
+                Err(e) if e.code == 409 => {
+                    ops::update(st, &rt, "", &name, v, ops::Sub::Main, &mut ctx)
+                        .map(|_| ())
+                        .map_err(Error::Api)
+                }
+                Err(e) => Err(Error::Api(e)),
+            }
+        })
+    }
+
+    /// Forget the change history and close every watch: clients resuming from an older
+    /// resourceVersion get 410 Gone (an ERROR event with reason Expired) and must re-list.
+    pub fn compact(&self) {
+        self.shared.store.write(|st| st.compact());
+        self.shared.store.close_watches();
+    }
+
+    /// Close every open watch stream (clients reconnect from their last resourceVersion).
+    pub fn close_watches(&self) {
+        self.shared.store.close_watches();
+    }
+
+    /// The current cluster-wide resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store.read().rv
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+fn merge_admin(policy: Policy) -> Policy {
+    if policy.token_of(ADMIN).is_some() {
+        policy
+    } else {
+        policy.user(User::new(ADMIN).group("system:masters"))
+    }
+}
