@@ -28,3 +28,18 @@ pub use netns::{
 };
 pub use s3::S3Server;
 pub use util::require_root;
+
+#[cfg(test)]
+mod tests {
+    /// Guards are held in shared test fixtures and moved into threads/tasks.
+    #[test]
+    fn guards_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::NetnsPod>();
+        check::<crate::AddressLease>();
+        check::<crate::NatsServer>();
+        check::<crate::S3Server>();
+        check::<crate::util::ReservedPort>();
+        check::<crate::Error>();
+    }
+}

