@@ -75,7 +75,7 @@ async fn two_gib_zip_streams_in_flat_memory() {
     let peak = vm_hwm();
     println!(
         "files.zip of {} MiB: received {} bytes, peak RSS {:.1} MiB",
-        FILES * FILE_BYTES >> 20,
+        (FILES * FILE_BYTES) >> 20,
         total,
         peak as f64 / (1 << 20) as f64
     );
