@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Capture packets (eBPF-filtered) into rotated pcapng files in object storage.
+    Capture(nightcap_capture_job::CaptureArgs),
     /// Print the CustomResourceDefinitions as YAML (what manifests/crds/ holds).
     Crds(crds::CrdsArgs),
     /// Serve capture files: listings with pre-signed URLs, files.zip and share links.
@@ -26,6 +28,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Capture(args) => Ok(nightcap_capture_job::run(args)?),
         Command::Crds(args) => crds::run(&args),
         Command::Gateway(args) => Ok(nightcap_storage::gateway::run_blocking(args)?),
         Command::Scheduler(args) => Ok(nightcap_scheduler::run_blocking(args)?),

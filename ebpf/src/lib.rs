@@ -32,7 +32,7 @@ pub enum Error {
     Load {
         /// aya's error.
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     /// The program could not be loaded, attached or run.
     #[error("eBPF program: {context}: {source}")]
@@ -41,7 +41,7 @@ pub enum Error {
         context: String,
         /// aya's error.
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     /// A map could not be read.
     #[error("eBPF map {name}: {source}")]
@@ -50,7 +50,7 @@ pub enum Error {
         name: &'static str,
         /// aya's error.
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     /// A system call failed.
     #[error("{context}: {source}")]

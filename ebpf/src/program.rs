@@ -175,11 +175,13 @@ impl Filter {
         let mut ebpf = EbpfLoader::new()
             .override_global("cfg", &config, true)
             .load(OBJECT)
-            .map_err(|source| Error::Load { source })?;
+            .map_err(|source| Error::Load {
+                source: Box::new(source),
+            })?;
         let program = socket_filter(&mut ebpf)?;
         program.load().map_err(|source| Error::Program {
             context: "loading (the verifier log follows)".into(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(Self { ebpf, snaplen })
     }
@@ -195,7 +197,7 @@ impl Filter {
             .attach(socket)
             .map_err(|source| Error::Program {
                 context: "attaching to the packet socket".into(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -208,12 +210,12 @@ impl Filter {
         let array: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(|source| Error::Map {
                 name: COUNTERS,
-                source,
+                source: Box::new(source),
             })?;
         let sum = |idx: u32| -> Result<u64> {
             let values = array.get(&idx, 0).map_err(|source| Error::Map {
                 name: COUNTERS,
-                source,
+                source: Box::new(source),
             })?;
             Ok(values.iter().sum())
         };
@@ -236,7 +238,7 @@ impl Filter {
             .map(|r| r.return_value)
             .map_err(|source| Error::Program {
                 context: "BPF_PROG_TEST_RUN".into(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -245,7 +247,7 @@ impl Filter {
         let program: &SocketFilter = socket_filter(&mut self.ebpf)?;
         let fd = program.fd().map_err(|source| Error::Program {
             context: "reading the program descriptor".into(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(fd.as_fd())
     }
@@ -254,11 +256,11 @@ impl Filter {
 fn socket_filter(ebpf: &mut Ebpf) -> Result<&mut SocketFilter> {
     let program = ebpf.program_mut(PROGRAM).ok_or_else(|| Error::Program {
         context: format!("the object has no program {PROGRAM}"),
-        source: ProgramError::UnexpectedProgramType,
+        source: Box::new(ProgramError::UnexpectedProgramType),
     })?;
     program.try_into().map_err(|source| Error::Program {
         context: format!("{PROGRAM} is not a socket filter"),
-        source,
+        source: Box::new(source),
     })
 }
 

@@ -1,0 +1,377 @@
+//! `nightcap capture`: a better tcpdump for a network namespace, writing rotated pcapng files
+//! to object storage.
+
+use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use nightcap_api::{
+    capture::{MAX_SNAP_LEN, MIN_SNAP_LEN},
+    filter,
+    quantity::{parse_duration, parse_size},
+};
+use nightcap_ebpf::{RingConfig, netns};
+use nightcap_storage::{StoreConfig, UploadOptions, Uploader};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path as StorePath};
+use tracing::{info, warn};
+
+use crate::{
+    Capture, CaptureOptions, Error, Result, Summary,
+    engine::{EngineConfig, FileIdentity},
+    spool::UploaderConfig,
+    target::{self, TargetMeta, TargetSpec},
+};
+
+/// Capture packets from an interface or network namespace into rotated pcapng files in object
+/// storage. Prints one JSON line with what it did when it ends.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CaptureArgs {
+    /// Interface to capture on: in the current network namespace, or inside --netns
+    /// (default there: eth0).
+    #[arg(long, short = 'i', env = "NIGHTCAP_INTERFACE")]
+    pub interface: Option<String>,
+    /// Named network namespace (/var/run/netns/NAME, as `ip netns` creates). Repeatable.
+    #[arg(long, env = "NIGHTCAP_NETNS", value_delimiter = ',')]
+    pub netns: Vec<String>,
+    /// Capture in the network namespace whose interface has this IP (a pod IP). Repeatable.
+    #[arg(long = "pod-ip", env = "NIGHTCAP_POD_IP", value_delimiter = ',')]
+    pub pod_ip: Vec<IpAddr>,
+    /// Filter expression in tcpdump syntax, e.g. 'udp port 53 or tcp port 443'.
+    #[arg(long, short = 'f', env = "NIGHTCAP_FILTER")]
+    pub filter: Option<String>,
+    /// Bytes kept of each packet (64-262144).
+    #[arg(long, short = 's', env = "NIGHTCAP_SNAPLEN", default_value_t = MAX_SNAP_LEN)]
+    pub snaplen: u32,
+    /// Stop after this long (e.g. 30s, 15m). Default: until SIGTERM/SIGINT or a limit.
+    #[arg(long, env = "NIGHTCAP_DURATION")]
+    pub duration: Option<String>,
+    /// Close a file at this size (e.g. 10MB, 64MiB).
+    #[arg(long, env = "NIGHTCAP_ROTATE_BYTES", default_value = "100MiB")]
+    pub rotate_bytes: String,
+    /// Close a file after this many seconds.
+    #[arg(long, env = "NIGHTCAP_ROTATE_SECONDS", default_value_t = 300)]
+    pub rotate_seconds: u64,
+    /// Keep at most this many files in storage (older ones are deleted: a ring).
+    #[arg(long, env = "NIGHTCAP_MAX_FILES")]
+    pub max_files: Option<u32>,
+    /// Stop after writing this many bytes (e.g. 1GB).
+    #[arg(long, env = "NIGHTCAP_MAX_BYTES")]
+    pub max_bytes: Option<String>,
+    /// Stop after writing this many packets.
+    #[arg(long, env = "NIGHTCAP_MAX_PACKETS")]
+    pub max_packets: Option<u64>,
+    /// Where files go: file:///dir or s3://bucket/prefix (endpoint and credentials from the
+    /// AWS_* environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION, AWS_ALLOW_HTTP).
+    #[arg(long, short = 'o', env = "NIGHTCAP_OUTPUT")]
+    pub output: String,
+    /// Local spool for files until storage confirms them (default: $TMPDIR/nightcap-spool/
+    /// NAMESPACE-NAME). Files an earlier run left there are uploaded first.
+    #[arg(long, env = "NIGHTCAP_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes the spool may hold while storage is unreachable; beyond it packets are
+    /// dropped (and counted) rather than files deleted.
+    #[arg(long, env = "NIGHTCAP_SPOOL_MAX_BYTES", default_value = "1GiB")]
+    pub spool_max_bytes: String,
+    /// Namespace component of the object keys.
+    #[arg(long, env = "NIGHTCAP_NAMESPACE", default_value = "local")]
+    pub namespace: String,
+    /// Capture name (object keys, pcapng comments).
+    #[arg(long, env = "NIGHTCAP_CAPTURE_NAME", default_value = "capture")]
+    pub name: String,
+    /// Capture UID (object keys). Default: a new random UUID.
+    #[arg(long, env = "NIGHTCAP_CAPTURE_UID")]
+    pub uid: Option<String>,
+    /// Node name (object keys, pcapng comments). Default: the host name.
+    #[arg(long, env = "NIGHTCAP_NODE")]
+    pub node: Option<String>,
+    /// After the capture ends, keep retrying uploads this long before giving up (files stay
+    /// in the spool for the next run).
+    #[arg(long, env = "NIGHTCAP_UPLOAD_GRACE", default_value = "5m")]
+    pub upload_grace: String,
+    /// Files above this size are uploaded in parts.
+    #[arg(long, env = "NIGHTCAP_MULTIPART_THRESHOLD", default_value = "16MiB")]
+    pub multipart_threshold: String,
+    /// Ring block size per target (power of two).
+    #[arg(long, env = "NIGHTCAP_RING_BLOCK_SIZE", default_value = "1MiB")]
+    pub ring_block_size: String,
+    /// Ring blocks per target.
+    #[arg(long, env = "NIGHTCAP_RING_BLOCKS", default_value_t = 8)]
+    pub ring_blocks: u32,
+}
+
+fn size(flag: &str, text: &str) -> Result<u64> {
+    parse_size(text).map_err(|e| Error::Invalid(format!("--{flag}: {e}")))
+}
+
+fn duration(flag: &str, text: &str) -> Result<Duration> {
+    parse_duration(text).map_err(|e| Error::Invalid(format!("--{flag}: {e}")))
+}
+
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let cleaned: String = raw
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_matches(|c| c == '-' || c == '.').to_owned();
+    if cleaned.is_empty() {
+        "node".into()
+    } else {
+        cleaned
+    }
+}
+
+/// Everything checked before anything is created.
+struct Plan {
+    opts: CaptureOptions,
+    targets: Vec<TargetSpec>,
+    store: StoreConfig,
+    multipart_threshold: u64,
+}
+
+fn plan(args: &CaptureArgs) -> Result<Plan> {
+    let table = filter::compile(args.filter.as_deref(), &[])?;
+    if !(MIN_SNAP_LEN..=MAX_SNAP_LEN).contains(&args.snaplen) {
+        return Err(Error::Invalid(format!(
+            "--snaplen must be {MIN_SNAP_LEN}-{MAX_SNAP_LEN}, is {}",
+            args.snaplen
+        )));
+    }
+    let rotate_bytes = size("rotate-bytes", &args.rotate_bytes)?;
+    if rotate_bytes < 4096 {
+        return Err(Error::Invalid(
+            "--rotate-bytes must be at least 4KiB".into(),
+        ));
+    }
+    if args.rotate_seconds == 0 {
+        return Err(Error::Invalid("--rotate-seconds must be at least 1".into()));
+    }
+    if args.max_files == Some(0) {
+        return Err(Error::Invalid("--max-files must be at least 1".into()));
+    }
+    let block_size = size("ring-block-size", &args.ring_block_size)?;
+    let ring = RingConfig {
+        block_size: u32::try_from(block_size)
+            .ok()
+            .filter(|b| b.is_power_of_two() && *b >= 4096)
+            .ok_or_else(|| {
+                Error::Invalid("--ring-block-size must be a power of two from 4KiB to 2GiB".into())
+            })?,
+        block_count: args.ring_blocks.max(1),
+        block_timeout_ms: 50,
+    };
+    let mut targets = Vec::new();
+    for name in &args.netns {
+        targets.push(TargetSpec::Netns {
+            name: name.clone(),
+            interface: args.interface.clone(),
+        });
+    }
+    for ip in &args.pod_ip {
+        targets.push(TargetSpec::PodIp(*ip));
+    }
+    if targets.is_empty() {
+        match &args.interface {
+            Some(i) => targets.push(TargetSpec::Interface(i.clone())),
+            None => {
+                return Err(Error::Invalid(
+                    "nothing to capture: pass --interface IF, --netns NAME or --pod-ip IP".into(),
+                ));
+            }
+        }
+    }
+    // Resolve every target and check its interface exists now, before anything is created.
+    for t in &targets {
+        let r = target::resolve(t)?;
+        let ifaces = netns::run_in(r.netns.as_deref(), netns::interfaces).map_err(|source| {
+            Error::Target {
+                target: r.label(),
+                source,
+            }
+        })?;
+        if !ifaces.contains_key(&r.interface) {
+            return Err(Error::Invalid(format!(
+                "no interface {:?} in network namespace {} (it has: {}); pass --interface",
+                r.interface,
+                r.netns_label,
+                ifaces.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let store = StoreConfig::from_url(&args.output)?;
+    let identity = FileIdentity {
+        namespace: args.namespace.clone(),
+        capture: args.name.clone(),
+        uid: args
+            .uid
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        node: args.node.clone().unwrap_or_else(host_name),
+    };
+    // Validate the key components now (a bad --name must not fail at the first packet).
+    nightcap_storage::CaptureKey::new(
+        &identity.namespace,
+        &identity.capture,
+        &identity.uid,
+        &identity.node,
+        chrono::Utc::now(),
+        0,
+    )?;
+    let spool_dir = args.spool_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join("nightcap-spool")
+            .join(format!("{}-{}", identity.namespace, identity.capture))
+    });
+    let comments = vec![
+        format!("node: {}", identity.node),
+        format!("capture: {}/{}", identity.namespace, identity.capture),
+        format!("capture-uid: {}", identity.uid),
+    ];
+    let shb_comment = match &args.filter {
+        Some(f) => format!("filter: {f}"),
+        None => "filter: (none, every packet)".into(),
+    };
+    Ok(Plan {
+        opts: CaptureOptions {
+            table,
+            engine: EngineConfig {
+                shb_comment,
+                snaplen: args.snaplen,
+                rotate_bytes,
+                rotate_every: Some(Duration::from_secs(args.rotate_seconds)),
+                duration: args
+                    .duration
+                    .as_deref()
+                    .map(|d| duration("duration", d))
+                    .transpose()?,
+                max_bytes: args
+                    .max_bytes
+                    .as_deref()
+                    .map(|b| size("max-bytes", b))
+                    .transpose()?,
+                max_packets: args.max_packets,
+                spool_dir,
+                spool_max_bytes: size("spool-max-bytes", &args.spool_max_bytes)?,
+                identity,
+                first_seq: 0,
+            },
+            ring,
+            upload: UploaderConfig {
+                max_files: args.max_files,
+                grace: duration("upload-grace", &args.upload_grace)?,
+                max_backoff: Duration::from_secs(5),
+            },
+            comments,
+        },
+        targets,
+        store,
+        multipart_threshold: size("multipart-threshold", &args.multipart_threshold)?,
+    })
+}
+
+/// Checks a local output directory is writable (an S3 store may be down at start: the spool
+/// covers that).
+async fn probe(store: &Arc<dyn ObjectStore>, output: &str) -> Result<()> {
+    let path = StorePath::from(format!(".nightcap-write-test-{}", std::process::id()));
+    store
+        .put(&path, PutPayload::from_static(b"nightcap"))
+        .await
+        .map_err(|e| Error::Invalid(format!("cannot write to {output}: {e}")))?;
+    store
+        .delete(&path)
+        .await
+        .map_err(|e| Error::Invalid(format!("cannot delete from {output}: {e}")))
+}
+
+/// Runs `nightcap capture`: prints one JSON line with the [`Summary`] when the capture ran;
+/// fails (exit ≠ 0) on bad input before anything is created, or when files could not be
+/// uploaded.
+pub fn run(args: CaptureArgs) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let plan = plan(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))?;
+    let summary = runtime.block_on(capture(plan, &args.output))?;
+    println!(
+        "{}",
+        serde_json::to_string(&summary).map_err(|e| Error::Invalid(e.to_string()))?
+    );
+    if !summary.spool_left.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} file(s) could not be uploaded and remain in the spool; run again with the same \
+             --spool-dir to upload them",
+            summary.spool_left.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn capture(plan: Plan, output: &str) -> Result<Summary> {
+    let opened = plan.store.open()?;
+    if opened.backend == "local" {
+        probe(&opened.store, output).await?;
+    }
+    let uploader = Arc::new(Uploader::new(
+        opened.store.clone(),
+        opened.prefix.clone(),
+        UploadOptions {
+            multipart_threshold: plan.multipart_threshold,
+            ..UploadOptions::default()
+        },
+    ));
+    let spool_dir = plan.opts.engine.spool_dir.clone();
+    let spool_existed = spool_dir.exists();
+    let capture = Capture::start(plan.opts, uploader, opened.store, opened.prefix)?;
+    for t in &plan.targets {
+        if let Err(e) = capture.add_target(t, &TargetMeta::default()) {
+            capture.stop();
+            let _ = capture.finish().await;
+            if !spool_existed {
+                // Only removes an empty directory: nothing half-written is left, nothing else lost.
+                let _ = std::fs::remove_dir(&spool_dir);
+            }
+            return Err(e);
+        }
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::Invalid(format!("cannot handle SIGTERM: {e}")))?;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                info!("SIGTERM: closing and uploading the open file.");
+                break;
+            }
+            r = tokio::signal::ctrl_c() => {
+                if let Err(e) = r {
+                    warn!(error = %e, "Cannot wait for SIGINT.");
+                }
+                info!("SIGINT: closing and uploading the open file.");
+                break;
+            }
+            _ = tick.tick() => {
+                if capture.is_finished() {
+                    break;
+                }
+            }
+        }
+    }
+    capture.stop();
+    capture.finish().await
+}

@@ -1,0 +1,405 @@
+//! The capture thread: polls every target's ring, writes kept packets to the open pcapng file,
+//! rotates it (size or age, whichever first), enforces the stop limits and hands each closed
+//! file to the spool. One thread, no per-packet allocation or lock.
+
+use std::{
+    fs::File,
+    io::BufWriter,
+    os::fd::AsRawFd,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use nightcap_ebpf::{Packet, PacketRing, RingStats};
+use nightcap_storage::{CaptureKey, FileMeta};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{info, warn};
+
+use crate::{
+    Error, Result,
+    pcapng::{InterfaceInfo, PcapngWriter},
+    spool::{ClosedFile, Sidecar},
+};
+
+/// Buffer between the ring and the file.
+const WRITE_BUFFER: usize = 1 << 20;
+/// How long a poll waits when no packet arrives (bounds the latency of rotation by time,
+/// stop and target changes).
+const POLL_MS: i32 = 50;
+
+/// Who the files belong to: the components of their object keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdentity {
+    /// Namespace of the capture.
+    pub namespace: String,
+    /// Capture name.
+    pub capture: String,
+    /// Capture UID.
+    pub uid: String,
+    /// Node name.
+    pub node: String,
+}
+
+/// What the capture thread does.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Section Header comment (the filter as the user wrote it).
+    pub shb_comment: String,
+    /// Snap length (recorded in interface blocks).
+    pub snaplen: u32,
+    /// Close a file at this size.
+    pub rotate_bytes: u64,
+    /// Close a file at this age.
+    pub rotate_every: Option<Duration>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop after this many bytes written.
+    pub max_bytes: Option<u64>,
+    /// Stop after this many packets written.
+    pub max_packets: Option<u64>,
+    /// Where open and closed files live until uploaded.
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may hold (closed files waiting plus the open file).
+    pub spool_max_bytes: u64,
+    /// Key components.
+    pub identity: FileIdentity,
+    /// First sequence number.
+    pub first_seq: u64,
+}
+
+/// Messages to the capture thread.
+#[derive(Debug)]
+pub(crate) enum Control {
+    Add {
+        id: u64,
+        ring: Box<PacketRing>,
+        info: InterfaceInfo,
+    },
+    Remove {
+        id: u64,
+    },
+    Stop,
+}
+
+/// What the capture thread did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Packets written to files.
+    pub packets: u64,
+    /// Bytes written to files (all blocks).
+    pub bytes: u64,
+    /// Files closed.
+    pub files: u64,
+    /// Packets the kernel dropped because a ring was full.
+    pub ring_drops: u64,
+    /// Packets not written because the spool was full (storage unreachable too long).
+    pub spool_drops: u64,
+    /// Why the capture stopped.
+    pub stop: StopReason,
+}
+
+/// Why a capture stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// Asked to (signal, API).
+    #[default]
+    Requested,
+    /// `duration` elapsed.
+    Duration,
+    /// `max-bytes` reached.
+    MaxBytes,
+    /// `max-packets` reached.
+    MaxPackets,
+}
+
+struct OpenFile {
+    writer: PcapngWriter<BufWriter<File>>,
+    partial: PathBuf,
+    key: CaptureKey,
+    opened: Instant,
+    start: DateTime<Utc>,
+    if_ids: Vec<(u64, u32)>,
+}
+
+/// Everything but the rings, so a ring can be drained while this is borrowed mutably.
+struct Sink {
+    cfg: EngineConfig,
+    infos: Vec<(u64, InterfaceInfo)>,
+    file: Option<OpenFile>,
+    seq: u64,
+    stats: EngineStats,
+    closed: UnboundedSender<ClosedFile>,
+    spool_used: Arc<AtomicU64>,
+    error: Option<Error>,
+}
+
+impl Sink {
+    fn open(&mut self) -> Result<()> {
+        let start = Utc::now();
+        let id = &self.cfg.identity;
+        let key = CaptureKey::new(
+            &id.namespace,
+            &id.capture,
+            &id.uid,
+            &id.node,
+            start,
+            self.seq,
+        )
+        .map_err(Error::Storage)?;
+        self.seq += 1;
+        let name = key.file_name();
+        let partial = self.cfg.spool_dir.join(format!("{name}.partial"));
+        Sidecar::for_key(&key).write(&self.cfg.spool_dir.join(format!("{name}.json")))?;
+        let file = File::create(&partial).map_err(|e| Error::io(&partial, "creating", e))?;
+        let mut writer = PcapngWriter::new(
+            BufWriter::with_capacity(WRITE_BUFFER, file),
+            &self.cfg.shb_comment,
+            concat!("nightcap ", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(|e| Error::io(&partial, "writing", e))?;
+        let mut if_ids = Vec::new();
+        for (tid, info) in &self.infos {
+            let i = writer
+                .add_interface(info)
+                .map_err(|e| Error::io(&partial, "writing", e))?;
+            if_ids.push((*tid, i));
+        }
+        self.file = Some(OpenFile {
+            writer,
+            partial,
+            key,
+            opened: Instant::now(),
+            start,
+            if_ids,
+        });
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        let Some(f) = self.file.take() else {
+            return Ok(());
+        };
+        let packets = f.writer.packets();
+        let bytes = f.writer.bytes();
+        let file = f
+            .writer
+            .finish()
+            .map_err(|e| Error::io(&f.partial, "flushing", e))?
+            .into_inner()
+            .map_err(|e| Error::io(&f.partial, "flushing", e.into_error()))?;
+        file.sync_data()
+            .map_err(|e| Error::io(&f.partial, "syncing", e))?;
+        let name = f.key.file_name();
+        let done = self.cfg.spool_dir.join(&name);
+        let end = Utc::now();
+        let meta = FileMeta {
+            pods: Vec::new(),
+            start: Some(f.start),
+            end: Some(end),
+            packets: Some(packets),
+        };
+        Sidecar::new(&f.key, &meta).write(&self.cfg.spool_dir.join(format!("{name}.json")))?;
+        std::fs::rename(&f.partial, &done).map_err(|e| Error::io(&done, "renaming", e))?;
+        self.spool_used.fetch_add(bytes, Ordering::SeqCst);
+        self.stats.files += 1;
+        info!(file = %name, packets, bytes, "Closed capture file.");
+        // The receiver is gone only when the uploader died; the file stays in the spool.
+        let _ = self.closed.send(ClosedFile {
+            path: done,
+            key: f.key,
+            meta,
+            bytes,
+        });
+        Ok(())
+    }
+
+    fn packet(&mut self, target: u64, p: &Packet<'_>) -> Result<()> {
+        let open_bytes = self.file.as_ref().map_or(0, |f| f.writer.bytes());
+        let need = 32 + p.data.len() as u64 + 4;
+        if self.spool_used.load(Ordering::Relaxed) + open_bytes + need > self.cfg.spool_max_bytes {
+            self.stats.spool_drops += 1;
+            return Ok(());
+        }
+        if self.file.is_none() {
+            self.open()?;
+        }
+        let f = self.file.as_mut().expect("opened above");
+        let Some(&(_, if_id)) = f.if_ids.iter().find(|(t, _)| *t == target) else {
+            return Ok(()); // a target removed in this very batch
+        };
+        let before = f.writer.bytes();
+        f.writer
+            .write_packet(if_id, p.ts_ns, p.data, p.orig_len, p.vlan)
+            .map_err(|e| Error::io(&f.partial, "writing", e))?;
+        self.stats.packets += 1;
+        self.stats.bytes += f.writer.bytes() - before;
+        if f.writer.bytes() >= self.cfg.rotate_bytes {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, id: u64, info: InterfaceInfo) -> Result<()> {
+        if let Some(f) = self.file.as_mut() {
+            let i = f
+                .writer
+                .add_interface(&info)
+                .map_err(|e| Error::io(&f.partial, "writing", e))?;
+            f.if_ids.push((id, i));
+        }
+        self.infos.push((id, info));
+        Ok(())
+    }
+
+    fn limit_reached(&self) -> Option<StopReason> {
+        if self
+            .cfg
+            .max_packets
+            .is_some_and(|m| self.stats.packets >= m)
+        {
+            return Some(StopReason::MaxPackets);
+        }
+        if self.cfg.max_bytes.is_some_and(|m| self.stats.bytes >= m) {
+            return Some(StopReason::MaxBytes);
+        }
+        None
+    }
+}
+
+/// Runs the capture loop until stopped; closes the last file before returning.
+pub(crate) fn run(
+    cfg: EngineConfig,
+    control: mpsc::Receiver<Control>,
+    closed: UnboundedSender<ClosedFile>,
+    spool_used: Arc<AtomicU64>,
+) -> Result<EngineStats> {
+    let started = Instant::now();
+    let seq = cfg.first_seq;
+    let mut sink = Sink {
+        cfg,
+        infos: Vec::new(),
+        file: None,
+        seq,
+        stats: EngineStats::default(),
+        closed,
+        spool_used,
+        error: None,
+    };
+    let mut rings: Vec<(u64, Box<PacketRing>)> = Vec::new();
+    let mut removed = RingStats::default();
+    let mut pollfds: Vec<libc::pollfd> = Vec::new();
+    let stop = loop {
+        // Control messages.
+        let mut stop_now = None;
+        loop {
+            match control.try_recv() {
+                Ok(Control::Add { id, ring, info }) => {
+                    sink.add(id, info)?;
+                    rings.push((id, ring));
+                }
+                Ok(Control::Remove { id }) => {
+                    if let Some(pos) = rings.iter().position(|(r, _)| *r == id) {
+                        let (_, mut ring) = rings.remove(pos);
+                        if let Ok(s) = ring.stats() {
+                            removed.drops += s.drops;
+                            removed.packets += s.packets;
+                        }
+                        ring.drain(usize::MAX, |p| {
+                            if sink.error.is_none()
+                                && let Err(e) = sink.packet(id, p)
+                            {
+                                sink.error = Some(e);
+                            }
+                        });
+                        sink.infos.retain(|(t, _)| *t != id);
+                    }
+                }
+                Ok(Control::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
+                    stop_now = Some(StopReason::Requested);
+                    break;
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        if let Some(r) = stop_now {
+            break r;
+        }
+        if sink.cfg.duration.is_some_and(|d| started.elapsed() >= d) {
+            break StopReason::Duration;
+        }
+        // Wait for a block on any ring.
+        pollfds.clear();
+        pollfds.extend(rings.iter().map(|(_, r)| libc::pollfd {
+            fd: r.fd().as_raw_fd(),
+            events: libc::POLLIN | libc::POLLERR,
+            revents: 0,
+        }));
+        if pollfds.is_empty() {
+            std::thread::sleep(Duration::from_millis(POLL_MS as u64));
+        } else {
+            // SAFETY: pollfds is a valid array of the length passed.
+            let rc = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, POLL_MS) };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    warn!(error = %e, "poll failed");
+                }
+            }
+        }
+        let mut limit = None;
+        for (id, ring) in rings.iter_mut() {
+            let id = *id;
+            ring.drain(64, |p| {
+                if sink.error.is_some() || limit.is_some() {
+                    return;
+                }
+                if let Err(e) = sink.packet(id, p) {
+                    sink.error = Some(e);
+                }
+                limit = sink.limit_reached();
+            });
+        }
+        if let Some(e) = sink.error.take() {
+            return Err(e);
+        }
+        if let Some(r) = limit {
+            break r;
+        }
+        if let (Some(every), Some(f)) = (sink.cfg.rotate_every, sink.file.as_ref())
+            && f.opened.elapsed() >= every
+        {
+            sink.close()?;
+        }
+    };
+    // Final pass: what the rings hold now belongs to the capture (unless a limit stopped it).
+    if stop == StopReason::Requested || stop == StopReason::Duration {
+        for (id, ring) in rings.iter_mut() {
+            let id = *id;
+            ring.drain(usize::MAX, |p| {
+                if sink.error.is_none()
+                    && let Err(e) = sink.packet(id, p)
+                {
+                    sink.error = Some(e);
+                }
+            });
+        }
+        if let Some(e) = sink.error.take() {
+            return Err(e);
+        }
+    }
+    sink.close()?;
+    let mut drops = removed.drops;
+    for (_, ring) in rings.iter_mut() {
+        drops += ring.stats().map(|s| s.drops).unwrap_or(0);
+    }
+    sink.stats.ring_drops = drops;
+    sink.stats.stop = stop;
+    Ok(sink.stats)
+}

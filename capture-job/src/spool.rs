@@ -1,0 +1,287 @@
+//! The spool: a bounded local directory holding capture files until storage confirms them.
+//!
+//! Layout: `{name}.partial` is the open file, `{name}` a closed one, `{name}.json` its sidecar
+//! (object key and metadata; written when the file is opened, completed when it is closed). A
+//! file is deleted only after its upload succeeded. On start, closed files left by an earlier
+//! run are uploaded first; a `.partial` left by a crash is cut back to its last complete block
+//! and uploaded too.
+
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use nightcap_storage::{CaptureKey, FileMeta, KeyPrefix, Uploader};
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::{info, warn};
+
+use crate::{Error, Result, pcapng};
+
+/// A closed file waiting for upload.
+#[derive(Debug, Clone)]
+pub struct ClosedFile {
+    /// Local path in the spool.
+    pub path: PathBuf,
+    /// Where it goes.
+    pub key: CaptureKey,
+    /// Metadata recorded with the object.
+    pub meta: FileMeta,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// The `{name}.json` next to a spooled file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sidecar {
+    /// Key relative to the store prefix (`namespace/capture/uid/node/file`).
+    pub key: String,
+    /// Packets (once closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+    /// Open time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<DateTime<Utc>>,
+    /// Close time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<DateTime<Utc>>,
+}
+
+impl Sidecar {
+    /// The sidecar of a file just opened.
+    pub fn for_key(key: &CaptureKey) -> Self {
+        Self {
+            key: key.relative(),
+            packets: None,
+            start: Some(key.start),
+            end: None,
+        }
+    }
+
+    /// The sidecar of a closed file.
+    pub fn new(key: &CaptureKey, meta: &FileMeta) -> Self {
+        Self {
+            key: key.relative(),
+            packets: meta.packets,
+            start: meta.start,
+            end: meta.end,
+        }
+    }
+
+    /// Writes it (atomically: temp file + rename).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec(self).map_err(|e| Error::io(path, "encoding", e.into()))?;
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, "writing", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "renaming", e))
+    }
+
+    fn read(path: &Path) -> Option<Self> {
+        let text = std::fs::read(path).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+}
+
+fn sidecar_path(file: &Path) -> PathBuf {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = name.strip_suffix(".partial").unwrap_or(&name).to_owned();
+    file.with_file_name(format!("{name}.json"))
+}
+
+/// Files an earlier run left in `dir`, ready to upload (recovering `.partial` ones). Files
+/// without a readable sidecar cannot be named and are reported, not touched.
+pub fn leftovers(dir: &Path) -> Result<Vec<ClosedFile>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(dir, "reading", e)),
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    let root = KeyPrefix::new("").map_err(Error::Storage)?;
+    for path in paths {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let partial = name.ends_with(".pcapng.partial");
+        if !partial && !name.ends_with(".pcapng") {
+            continue;
+        }
+        let side = sidecar_path(&path);
+        let Some(sc) = Sidecar::read(&side) else {
+            warn!(file = %path.display(), "Spool file without a sidecar; leaving it alone.");
+            continue;
+        };
+        let Ok(key) = CaptureKey::parse(&root, &sc.key) else {
+            warn!(file = %path.display(), key = %sc.key, "Spool sidecar names an invalid key; leaving it alone.");
+            continue;
+        };
+        let mut file_path = path.clone();
+        if partial {
+            let data = std::fs::read(&path).map_err(|e| Error::io(&path, "reading", e))?;
+            let keep = pcapng::complete_prefix(&data);
+            // A section header alone has no packets: nothing worth uploading.
+            if keep <= 32 {
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(&side);
+                continue;
+            }
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, "opening", e))?;
+            f.set_len(keep as u64)
+                .map_err(|e| Error::io(&path, "truncating", e))?;
+            file_path = path.with_file_name(name.trim_end_matches(".partial"));
+            std::fs::rename(&path, &file_path).map_err(|e| Error::io(&file_path, "renaming", e))?;
+            info!(file = %file_path.display(), bytes = keep, "Recovered an interrupted capture file.");
+        }
+        let bytes = std::fs::metadata(&file_path).map(|m| m.len()).unwrap_or(0);
+        out.push(ClosedFile {
+            path: file_path,
+            key,
+            meta: FileMeta {
+                pods: Vec::new(),
+                start: sc.start,
+                end: sc.end,
+                packets: sc.packets,
+            },
+            bytes,
+        });
+    }
+    Ok(out)
+}
+
+/// What the uploader did.
+#[derive(Debug, Clone, Default)]
+pub struct UploadReport {
+    /// Keys uploaded and still in storage.
+    pub keys: Vec<String>,
+    /// Keys deleted again by the max-files ring.
+    pub deleted: Vec<String>,
+    /// Files still in the spool (storage unreachable until the grace period ended).
+    pub left: Vec<PathBuf>,
+}
+
+/// Upload settings.
+#[derive(Debug, Clone)]
+pub struct UploaderConfig {
+    /// Keep at most this many files in storage (oldest deleted first).
+    pub max_files: Option<u32>,
+    /// After the capture ended, keep retrying for this long.
+    pub grace: Duration,
+    /// Longest pause between attempts while storage is down.
+    pub max_backoff: Duration,
+}
+
+/// Uploads every file it receives (and `initial` leftovers first), one at a time in order,
+/// retrying while storage is unreachable; deletes each local file after its upload succeeded.
+/// Returns when the sender is gone and the queue is empty, or the grace period after that ran
+/// out.
+pub async fn run_uploader(
+    initial: Vec<ClosedFile>,
+    mut rx: UnboundedReceiver<ClosedFile>,
+    uploader: Arc<Uploader>,
+    store: Arc<dyn ObjectStore>,
+    prefix: KeyPrefix,
+    used: Arc<AtomicU64>,
+    cfg: UploaderConfig,
+) -> UploadReport {
+    let mut queue: VecDeque<ClosedFile> = initial.into();
+    let mut report = UploadReport::default();
+    let mut ring: VecDeque<CaptureKey> = VecDeque::new();
+    let mut closed = false;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        while let Ok(f) = rx.try_recv() {
+            queue.push_back(f);
+        }
+        let Some(file) = queue.front().cloned() else {
+            if closed {
+                break;
+            }
+            match rx.recv().await {
+                Some(f) => queue.push_back(f),
+                None => closed = true,
+            }
+            continue;
+        };
+        if closed && deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + cfg.grace);
+        }
+        match uploader
+            .upload_file_with_meta(&file.path, &file.key, &file.meta)
+            .await
+        {
+            Ok(up) => {
+                backoff = Duration::from_millis(250);
+                queue.pop_front();
+                if let Err(e) = std::fs::remove_file(&file.path) {
+                    warn!(file = %file.path.display(), error = %e, "Uploaded but could not delete the local copy.");
+                }
+                let _ = std::fs::remove_file(sidecar_path(&file.path));
+                used.fetch_sub(
+                    file.bytes.min(used.load(Ordering::SeqCst)),
+                    Ordering::SeqCst,
+                );
+                report.keys.push(up.key);
+                ring.push_back(file.key);
+                if let Some(max) = cfg.max_files {
+                    while ring.len() > max as usize {
+                        let Some(old) = ring.pop_front() else { break };
+                        let path = old.to_path(&prefix);
+                        match store.delete(&path).await {
+                            Ok(()) => {
+                                let k = path.to_string();
+                                report.keys.retain(|x| *x != k);
+                                info!(key = %k, "Deleted the oldest file (max-files ring).");
+                                report.deleted.push(k);
+                            }
+                            Err(e) => {
+                                warn!(key = %path, error = %e, "Could not delete an old file for the max-files ring.")
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    warn!(error = %e, left = queue.len(), "Storage still failing after the grace period; files stay in the spool.");
+                    report.left = queue.into_iter().map(|f| f.path).collect();
+                    while let Ok(f) = rx.try_recv() {
+                        report.left.push(f.path);
+                    }
+                    return report;
+                }
+                warn!(key = %file.key, error = %e, retry_in_ms = backoff.as_millis() as u64, "Upload failed; the file stays in the spool and is retried.");
+                // Wait, but keep accepting newly closed files meanwhile.
+                let sleep = tokio::time::sleep(backoff);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        f = rx.recv(), if !closed => match f {
+                            Some(f) => queue.push_back(f),
+                            None => closed = true,
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(cfg.max_backoff);
+            }
+        }
+    }
+    report
+}
