@@ -311,7 +311,9 @@ impl std::error::Error for ReconcileError {}
 async fn reconcile(cm: Arc<ConfigMap>, client: Arc<Client>) -> Result<Action, ReconcileError> {
     let ns = cm.namespace().expect("configmaps are namespaced");
     let secrets: Api<Secret> = Api::namespaced((*client).clone(), &ns);
-    let owner = cm.controller_owner_ref(&()).expect("the configmap has a name and uid");
+    let owner = cm
+        .controller_owner_ref(&())
+        .expect("the configmap has a name and uid");
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(cm.name_any()),
