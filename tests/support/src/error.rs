@@ -11,7 +11,7 @@ pub enum Error {
     /// The operation needs root (network namespaces, veth, sysctls).
     #[error(
         "{what} needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN); run the tests as root, \
-         e.g. `sudo -E cargo nextest run --workspace` (CI runs as root)"
+         e.g. `sudo -E env \"PATH=$PATH\" cargo nextest run --workspace` (CI runs as root)"
     )]
     NotRoot {
         /// What was attempted.

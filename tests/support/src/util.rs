@@ -32,7 +32,7 @@ pub fn require_root() {
     if !is_root() {
         panic!(
             "this test needs root (network namespaces, veth pairs, sysctls); run the tests as \
-             root, e.g. `sudo -E cargo nextest run --workspace` (CI runs as root)"
+             root, e.g. `sudo -E env \"PATH=$PATH\" cargo nextest run --workspace` (CI runs as root)"
         );
     }
 }
