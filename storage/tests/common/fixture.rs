@@ -17,6 +17,11 @@ pub type Stored = BTreeMap<String, Vec<u8>>;
 
 /// team-a/web: three files on two nodes; team-b/db: one file.
 pub async fn populate(store: &Store) -> Stored {
+    populate_with(store, UID_A, UID_B).await
+}
+
+/// [`populate`] with the uids of team-a/web and team-b/db.
+pub async fn populate_with(store: &Store, uid_web: &str, uid_db: &str) -> Stored {
     let mut stored = Stored::new();
     let meta = FileMeta {
         pods: vec!["team-a/web-0".into()],
@@ -24,10 +29,10 @@ pub async fn populate(store: &Store) -> Stored {
         ..FileMeta::default()
     };
     for (ns, cap, uid, node, seq, len) in [
-        ("team-a", "web", UID_A, "node-1", 1, 100_000),
-        ("team-a", "web", UID_A, "node-1", 2, 1),
-        ("team-a", "web", UID_A, "node-2", 1, 250_000),
-        ("team-b", "db", UID_B, "node-1", 1, 70_000),
+        ("team-a", "web", uid_web, "node-1", 1, 100_000),
+        ("team-a", "web", uid_web, "node-1", 2, 1),
+        ("team-a", "web", uid_web, "node-2", 1, 250_000),
+        ("team-b", "db", uid_db, "node-1", 1, 70_000),
     ] {
         let k = key(ns, cap, uid, node, seq);
         let data = bytes(len, seq as u8 + ns.len() as u8);
