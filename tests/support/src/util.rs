@@ -1,9 +1,9 @@
 //! Small helpers shared by the guards: root check, unique names, ports, command runner and the
-//! cross-process lock files under [`STATE_DIR`].
+//! cross-process lock files under [`state_dir`].
 //!
 //! Cross-process safety: nextest runs every test in its own process, in parallel. Anything that
 //! must be unique across those processes (pod address slots, reserved ports) is claimed with an
-//! exclusive, non-blocking `flock(2)` on a file under [`STATE_DIR`]. The kernel drops the lock when
+//! exclusive, non-blocking `flock(2)` on a file under [`state_dir`]. The kernel drops the lock when
 //! the owning process exits, even on SIGKILL, so a crashed test never leaks a claim.
 
 use crate::error::{Error, Result};
@@ -17,8 +17,19 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-/// Where the harness keeps its cross-process lock files and pod registry.
+/// Where the harness keeps its cross-process lock files and pod registry when running as root.
+/// Other users get `$TMPDIR/nightcap-testsupport-UID` (see [`state_dir`]).
 pub const STATE_DIR: &str = "/run/nightcap-testsupport";
+
+/// The directory for lock files and the pod registry: [`STATE_DIR`] for root, else a per-user
+/// directory under the temp dir (non-root processes only reserve ports; pods need root).
+pub fn state_dir() -> PathBuf {
+    if is_root() {
+        PathBuf::from(STATE_DIR)
+    } else {
+        std::env::temp_dir().join(format!("nightcap-testsupport-{}", nix::unistd::geteuid()))
+    }
+}
 
 /// Ports handed out by [`reserve_tcp_port`] come from this range. It lies below Linux's default
 /// ephemeral range (32768–60999), so outgoing connections never take a reserved port in between
@@ -101,18 +112,11 @@ pub fn reserve_tcp_port() -> Result<ReservedPort> {
     ))
 }
 
-/// `STATE_DIR/name`, created if missing.
+/// `state_dir()/name`, created if missing.
 pub(crate) fn state_subdir(name: &str) -> Result<PathBuf> {
-    let dir = Path::new(STATE_DIR).join(name);
-    fs::create_dir_all(&dir).map_err(|e| {
-        Error::io(
-            format!(
-                "creating {} (the harness needs a writable /run; run as root)",
-                dir.display()
-            ),
-            e,
-        )
-    })?;
+    let dir = state_dir().join(name);
+    fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("creating harness state dir {}", dir.display()), e))?;
     Ok(dir)
 }
 
