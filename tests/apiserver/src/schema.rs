@@ -330,6 +330,14 @@ fn check_string(st: &str, s: &Value, path: &str, out: &mut Outcome) {
     }
 }
 
+/// A schema bound as Go prints it (`65535`, not `65535.0`).
+fn bound(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => v.to_string(),
+    }
+}
+
 fn check_number(v: &Value, s: &Value, path: &str, out: &mut Outcome) {
     let Some(x) = v.as_f64() else { return };
     if let Some(min) = s["minimum"].as_f64() {
@@ -343,7 +351,7 @@ fn check_number(v: &Value, s: &Value, path: &str, out: &mut Outcome) {
             out.errors.push(Cause::invalid(
                 path,
                 v,
-                format!("{path} in body should be {rel} {}", s["minimum"]),
+                format!("{path} in body should be {rel} {}", bound(&s["minimum"])),
             ));
         }
     }
@@ -358,7 +366,7 @@ fn check_number(v: &Value, s: &Value, path: &str, out: &mut Outcome) {
             out.errors.push(Cause::invalid(
                 path,
                 v,
-                format!("{path} in body should be {rel} {}", s["maximum"]),
+                format!("{path} in body should be {rel} {}", bound(&s["maximum"])),
             ));
         }
     }
@@ -368,7 +376,10 @@ fn check_number(v: &Value, s: &Value, path: &str, out: &mut Outcome) {
         out.errors.push(Cause::invalid(
             path,
             v,
-            format!("{path} in body should be a multiple of {}", s["multipleOf"]),
+            format!(
+                "{path} in body should be a multiple of {}",
+                bound(&s["multipleOf"])
+            ),
         ));
     }
 }

@@ -101,7 +101,7 @@ async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         .map(|q| q.0)
         .unwrap_or_default();
     let policy = sh.policy();
-    let user = match authenticate(&policy, &parts.headers) {
+    let user = match authenticate(&policy, &parts.headers, sh.opts.anonymous_user.as_deref()) {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
@@ -119,9 +119,16 @@ async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     }
 }
 
-fn authenticate(policy: &Policy, headers: &HeaderMap) -> ApiResult<UserInfo> {
+fn authenticate(
+    policy: &Policy,
+    headers: &HeaderMap,
+    anonymous_as: Option<&str>,
+) -> ApiResult<UserInfo> {
     let Some(h) = headers.get(header::AUTHORIZATION) else {
-        return Ok(Policy::anonymous());
+        let as_user = anonymous_as
+            .and_then(|u| policy.token_of(u))
+            .and_then(|t| policy.authenticate(t));
+        return Ok(as_user.unwrap_or_else(Policy::anonymous));
     };
     let token = h
         .to_str()

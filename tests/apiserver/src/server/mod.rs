@@ -36,6 +36,11 @@ pub struct ServerOptions {
     pub history_limit: usize,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Register nightcap's CRDs (`nightcap_api::crds()`) at start.
+    pub nightcap_crds: bool,
+    /// Treat requests without a bearer token as this user instead of `system:anonymous`, like
+    /// the old insecure port: kubectl never sends tokens over plain HTTP.
+    pub anonymous_user: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -44,6 +49,8 @@ impl Default for ServerOptions {
             port: 0,
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(5),
+            nightcap_crds: true,
+            anonymous_user: None,
         }
     }
 }
@@ -123,6 +130,7 @@ impl ApiServer {
             let mut ctx = WriteCtx::new("kube-apiserver");
             kinds::bootstrap(st, &mut ctx);
         });
+        let server_crds = shared.opts.nightcap_crds;
         let router = http::router(shared.clone());
         let accept = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
@@ -144,11 +152,17 @@ impl ApiServer {
             }
         });
         let gc_task = tokio::spawn(gc::run(shared.clone()));
-        Ok(Self {
+        let server = Self {
             shared,
             addr,
             tasks: vec![accept, gc_task],
-        })
+        };
+        if server_crds {
+            for crd in nightcap_api::crds() {
+                server.register_crd(&crd)?;
+            }
+        }
+        Ok(server)
     }
 
     /// `http://127.0.0.1:PORT`.
