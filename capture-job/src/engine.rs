@@ -125,6 +125,8 @@ struct OpenFile {
     key: CaptureKey,
     opened: Instant,
     start: DateTime<Utc>,
+    /// Timestamp of the first packet (ns): no packet more than `rotate_every` younger goes in.
+    first_ts: Option<u64>,
     if_ids: Vec<(u64, u32)>,
 }
 
@@ -177,6 +179,7 @@ impl Sink {
             key,
             opened: Instant::now(),
             start,
+            first_ts: None,
             if_ids,
         });
         Ok(())
@@ -227,10 +230,21 @@ impl Sink {
             self.stats.spool_drops += 1;
             return Ok(());
         }
+        let too_old = match (
+            self.cfg.rotate_every,
+            self.file.as_ref().and_then(|f| f.first_ts),
+        ) {
+            (Some(every), Some(first)) => p.ts_ns.saturating_sub(first) >= every.as_nanos() as u64,
+            _ => false,
+        };
+        if too_old {
+            self.close()?;
+        }
         if self.file.is_none() {
             self.open()?;
         }
         let f = self.file.as_mut().expect("opened above");
+        f.first_ts.get_or_insert(p.ts_ns);
         let Some(&(_, if_id)) = f.if_ids.iter().find(|(t, _)| *t == target) else {
             return Ok(()); // a target removed in this very batch
         };
