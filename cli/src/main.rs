@@ -23,6 +23,8 @@ enum Command {
     Gateway(nightcap_storage::gateway::GatewayArgs),
     /// Run the scheduler: per-node capture Jobs that follow the selected pods (leader-elected).
     Scheduler(nightcap_scheduler::SchedulerArgs),
+    /// Start captures from alerts and schedules: Alertmanager/HTTP webhooks, NATS, cron.
+    Triggers(nightcap_triggers::TriggersArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         Command::Crds(args) => crds::run(&args),
         Command::Gateway(args) => Ok(nightcap_storage::gateway::run_blocking(args)?),
         Command::Scheduler(args) => Ok(nightcap_scheduler::run_blocking(args)?),
+        Command::Triggers(args) => Ok(nightcap_triggers::run(args)?),
     }
 }

@@ -95,6 +95,7 @@ impl Engine {
     /// them, in order.
     pub async fn handle(&self, events: &[TriggerEvent]) -> Vec<Decision> {
         self.inner.ledger.wait_ready().await;
+        self.inner.triggers.wait_ready().await;
         let mut out = Vec::new();
         for d in join_all(events.iter().map(|e| self.handle_one(e))).await {
             out.extend(d);

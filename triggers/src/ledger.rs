@@ -412,6 +412,11 @@ impl SharedLedger {
         self.ready.send_replace(true);
     }
 
+    /// Whether the initial list is loaded.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
     /// Waits until the initial list is loaded.
     pub async fn wait_ready(&self) {
         let mut rx = self.ready.subscribe();

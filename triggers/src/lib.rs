@@ -11,7 +11,10 @@
 //! asked for it, never create one that does not validate, and never acknowledge a JetStream
 //! message before its capture exists or the event was refused for good.
 
+pub mod admin;
+mod cli;
 pub mod clock;
+pub mod config;
 pub mod decision;
 pub mod engine;
 pub mod error;
@@ -22,9 +25,14 @@ pub mod metrics;
 pub mod payload;
 pub mod report;
 pub mod rules;
+pub mod runtime;
 pub mod sink;
+pub mod sources;
+pub mod watch;
 
+pub use cli::{TriggersArgs, run};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use config::Config;
 pub use decision::{Decision, Outcome, Reason};
 pub use engine::{Engine, EngineLimits};
 pub use error::{Error, Result};

@@ -100,6 +100,7 @@ struct Fixture {
 fn fixture(triggers: &[&str]) -> Fixture {
     let set = Arc::new(TriggerSet::default());
     set.replace(triggers.iter().map(|y| trigger(y)).collect());
+    set.set_ready();
     let ledger = Arc::new(SharedLedger::default());
     ledger.set_ready();
     let sink = Arc::new(MemorySink::default());

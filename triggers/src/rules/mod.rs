@@ -127,12 +127,38 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
 }
 
 /// The current set of compiled triggers (replaced as CaptureTriggers change).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TriggerSet {
     current: RwLock<Arc<Vec<Arc<CompiledTrigger>>>>,
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for TriggerSet {
+    fn default() -> Self {
+        Self {
+            current: RwLock::default(),
+            ready: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 impl TriggerSet {
+    /// Marks the set as loaded (the first full list of CaptureTriggers is in).
+    pub fn set_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
+    /// Whether the set is loaded.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until the set is loaded.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
     /// A snapshot.
     pub fn snapshot(&self) -> Arc<Vec<Arc<CompiledTrigger>>> {
         self.current
