@@ -1,0 +1,154 @@
+//! `nightcap-capture` (= `nightcap capture`) end to end: SIGTERM in the middle of a file uploads
+//! it to a real S3 server; bad input fails with a clear message, exit ≠ 0 and nothing left
+//! behind. Needs root.
+
+mod common;
+
+use std::{
+    io::Read,
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use nightcap_testsupport::{NetnsPod, S3Server, require_root};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nightcap-capture");
+
+fn s3_env(cmd: &mut Command, s3: &S3Server) {
+    cmd.env("AWS_ENDPOINT_URL", s3.endpoint())
+        .env("AWS_ACCESS_KEY_ID", s3.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
+        .env("AWS_REGION", s3.region())
+        .env("AWS_ALLOW_HTTP", "true")
+        .env_remove("NIGHTCAP_FILTER");
+}
+
+#[test]
+fn sigterm_mid_file_uploads_the_open_file_to_s3() {
+    require_root();
+    let pod = NetnsPod::new();
+    let s3 = S3Server::start();
+    let spool = tempdir("cli-spool");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--netns", pod.name(), "--filter", "udp dst port 6100"])
+        .args(["--output", &format!("s3://{}/captures", s3.bucket())])
+        .arg("--spool-dir")
+        .arg(spool.path())
+        .args(["--rotate-bytes", "100MB", "--name", "sigterm"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    s3_env(&mut cmd, &s3);
+    let mut child = cmd.spawn().expect("start nightcap-capture");
+    std::thread::sleep(Duration::from_millis(1500));
+    pod.send_udp(SocketAddr::new(IpAddr::V4(pod.host_ipv4()), 6100), 50, 64)
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().expect("wait");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read stdout");
+    assert!(status.success(), "exit {status}, stdout {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line: {out}");
+    let summary: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+    assert_eq!(summary["packets_written"], 50, "{summary}");
+    assert_eq!(summary["stop"], "requested");
+    let keys = summary["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1, "{summary}");
+    let key = keys[0].as_str().expect("key");
+    assert!(key.starts_with("captures/local/sigterm/"), "{key}");
+    let object = s3.bucket_dir().join(key);
+    assert_eq!(
+        tshark(&object, &["udp.dstport"]),
+        vec!["6100".to_owned(); 50]
+    );
+    assert_eq!(std::fs::read_dir(spool.path()).expect("spool").count(), 0);
+}
+
+fn assert_fails(args: &[&str], spool: &Path, out: &Path, want: &str) {
+    let output = Command::new(BIN)
+        .args(args)
+        .arg("--spool-dir")
+        .arg(spool)
+        .args(["--duration", "2s"])
+        .env_remove("NIGHTCAP_FILTER")
+        .output()
+        .expect("run nightcap-capture");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "{args:?} should fail; stderr {stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "{args:?}: no JSON line on bad input"
+    );
+    assert!(
+        stderr.contains(want),
+        "{args:?}: expected {want:?} in {stderr}"
+    );
+    assert!(!spool.exists(), "{args:?} left a spool directory");
+    assert!(
+        pcapng_files(out).is_empty(),
+        "{args:?} left capture files behind"
+    );
+}
+
+#[test]
+fn bad_input_fails_clearly_and_leaves_nothing_behind() {
+    require_root();
+    let pod = NetnsPod::new();
+    let dir = tempdir("cli-bad");
+    let spool = dir.path().join("spool");
+    let out = dir.path().join("out");
+    let url = format!("file://{}", out.display());
+    let ns = pod.name();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--netns", ns, "--output", &url, "--filter", "udp port"],
+            "position 9",
+        ),
+        (
+            vec!["--netns", ns, "--output", &url, "--filter", "port dns"],
+            "write 53",
+        ),
+        (
+            vec!["--netns", "nightcap-no-such-ns", "--output", &url],
+            "no network namespace",
+        ),
+        (
+            vec!["--netns", ns, "--interface", "nosuch0", "--output", &url],
+            "no interface",
+        ),
+        (
+            vec!["--netns", ns, "--output", "file:///proc/1/nightcap-out"],
+            "/proc/1/nightcap-out",
+        ),
+        (
+            vec!["--netns", ns, "--output", "ftp://host/dir"],
+            "unsupported store scheme",
+        ),
+        (vec!["--netns", ns, "--output", "not a url"], "not a URL"),
+        (
+            vec!["--netns", ns, "--output", &url, "--snaplen", "10"],
+            "--snaplen",
+        ),
+        (
+            vec!["--netns", ns, "--output", &url, "--rotate-bytes", "ten"],
+            "--rotate-bytes",
+        ),
+        (vec!["--output", &url], "nothing to capture"),
+    ];
+    for (args, want) in cases {
+        assert_fails(&args, &spool, &out, want);
+    }
+}
