@@ -59,7 +59,7 @@ impl Default for LimitsConfig {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
     /// HTTP webhook (Alertmanager, capture requests). Absent: no webhook.
@@ -77,6 +77,18 @@ pub struct Config {
     /// Alert label that names the namespace an alert is about. Default: `namespace`.
     #[serde(default = "default_namespace_label")]
     pub namespace_label: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            webhook: None,
+            nats: None,
+            cron: CronConfig::default(),
+            limits: LimitsConfig::default(),
+            namespace_label: default_namespace_label(),
+        }
+    }
 }
 
 impl Config {
@@ -135,6 +147,10 @@ mod tests {
         let nats = cfg.nats.expect("nats");
         assert_eq!(nats.consumers[0].max_deliver, 5, "defaults apply");
         assert_eq!(cfg.limits.max_concurrent_cluster, Some(50));
+        assert_eq!(Config::default().namespace_label, "namespace");
+        Config::default()
+            .validate()
+            .expect("defaults are valid (cron on)");
     }
 
     #[test]

@@ -336,14 +336,17 @@ impl CronController {
             self.client.clone(),
             &schedule.namespace().unwrap_or_default(),
         );
-        // Arrays are always sent (an empty `active` must clear the list); times only when set.
+        // Arrays are always sent (an empty `active` must clear the list); times only when set
+        // (they only move forward, and a null could wipe a newer value written meanwhile).
         let s = &p.status;
-        let patch = serde_json::json!({"status": {
-            "active": s.active,
-            "lastScheduleTime": s.last_schedule_time,
-            "lastSuccessfulTime": s.last_successful_time,
-            "conditions": s.conditions,
-        }});
+        let mut status = serde_json::json!({"active": s.active, "conditions": s.conditions});
+        if let Some(t) = &s.last_schedule_time {
+            status["lastScheduleTime"] = serde_json::json!(t);
+        }
+        if let Some(t) = &s.last_successful_time {
+            status["lastSuccessfulTime"] = serde_json::json!(t);
+        }
+        let patch = serde_json::json!({ "status": status });
         let pp = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
