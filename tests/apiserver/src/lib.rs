@@ -23,6 +23,7 @@ mod patch;
 pub mod policy;
 pub mod resources;
 mod schema;
+pub mod schema_check;
 pub mod selectors;
 mod server;
 pub mod status;

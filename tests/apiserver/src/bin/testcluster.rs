@@ -78,8 +78,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    // kubectl never sends bearer tokens over plain HTTP, so token-less requests act as admin
+    // (like the old insecure port); kube-rs clients and curl do send the per-user tokens.
     let opts = ServerOptions {
         port: args.port,
+        anonymous_user: Some("admin".into()),
         ..ServerOptions::default()
     };
     let server = ApiServer::start_with(policy(&args.users), opts)
@@ -109,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
         let name = node_name(i);
         let opts = KubeletOptions {
             state_dir: Some(state_dir.join(&name)),
+            accept_unpinned: i == 0,
             ..KubeletOptions::default()
         };
         kubelets.push(

@@ -309,6 +309,55 @@ impl ApiServer {
         self.shared.store.close_watches();
     }
 
+    /// Every stored object whose kind is in `kinds` (all objects when empty), as served.
+    pub fn objects(&self, kinds: &[&str]) -> Vec<serde_json::Value> {
+        let st = self.shared.store.read();
+        let mut out: Vec<serde_json::Value> = st
+            .all_objects()
+            .into_iter()
+            .filter(|(_, o)| {
+                kinds.is_empty() || kinds.contains(&o["kind"].as_str().unwrap_or_default())
+            })
+            .map(|(_, o)| (*o).clone())
+            .collect();
+        out.sort_by_key(|o| {
+            o["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|r| r.parse::<u64>().ok())
+        });
+        out
+    }
+
+    /// Check objects against their schemas: built-in kinds with `kubernetes-validate --strict`
+    /// for Kubernetes 1.33, custom resources with their registered CRD (unknown fields are
+    /// errors). On failure the dumped files are kept and their directory is in the error.
+    pub fn check_objects(&self, objects: &[serde_json::Value]) -> Result<()> {
+        let registry = self.shared.store.read().registry.clone();
+        let dir = tempfile::Builder::new()
+            .prefix("schema-check-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                what: "creating a schema-check directory".into(),
+                source,
+            })?;
+        match crate::schema_check::check(objects, &registry, dir.path()) {
+            Ok(()) => Ok(()),
+            Err(Error::SchemaCheck(problems)) => {
+                let kept = dir.keep();
+                Err(Error::SchemaCheck(format!(
+                    "{problems}\n(objects dumped in {})",
+                    kept.display()
+                )))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// [`check_objects`](Self::check_objects) on every stored object of `kinds`.
+    pub fn check_stored(&self, kinds: &[&str]) -> Result<()> {
+        self.check_objects(&self.objects(kinds))
+    }
+
     /// The current cluster-wide resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.store.read().rv

@@ -111,6 +111,19 @@ fn job_status(o: &Value) -> &'static str {
     }
 }
 
+fn job_duration(o: &Value) -> String {
+    let t = |k: &str| {
+        o["status"][k]
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+    };
+    match (t("startTime"), t("completionTime")) {
+        (Some(a), Some(b)) => format!("{}s", (b - a).num_seconds()),
+        (Some(_), None) => age(&o["status"]["startTime"]),
+        _ => String::new(),
+    }
+}
+
 fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
     let m = &o["metadata"];
     let name = json!(m["name"]);
@@ -124,11 +137,18 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
             let ready = cs.iter().filter(|c| c["ready"] == true).count();
             let restarts: i64 = cs.iter().filter_map(|c| c["restartCount"].as_i64()).sum();
+            // Like the real printer: the container's reason (Completed, Error, CrashLoopBackOff)
+            // wins over the phase.
+            let reason = cs.iter().find_map(|c| {
+                c["state"]["terminated"]["reason"]
+                    .as_str()
+                    .or(c["state"]["waiting"]["reason"].as_str())
+            });
             let status = if !m["deletionTimestamp"].is_null() {
                 "Terminating".to_string()
             } else {
-                o["status"]["phase"]
-                    .as_str()
+                reason
+                    .or(o["status"]["phase"].as_str())
                     .unwrap_or("Pending")
                     .to_string()
             };
@@ -169,7 +189,7 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
                 name,
                 json!(job_status(o)),
                 json!(format!("{done}/{want}")),
-                json!(""),
+                json!(job_duration(o)),
                 json!(created),
             ]
         }
