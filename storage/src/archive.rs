@@ -19,6 +19,8 @@ use tracing::warn;
 
 /// Chunks buffered between the reader task and the HTTP body.
 const CHANNEL_DEPTH: usize = 8;
+/// Target size of the chunks sent to the HTTP body (memory: about `CHANNEL_DEPTH` of these).
+const COALESCE: usize = 256 * 1024;
 const U32_MAX: u64 = 0xFFFF_FFFF;
 const FLAG_DESCRIPTOR: u16 = 0x0008;
 const FLAG_UTF8: u16 = 0x0800;
@@ -122,13 +124,26 @@ async fn write_zip(
                     WriteError::Io(std::io::Error::other(format!("{loc}: {err}")))
                 })?;
                 let mut body = got.into_stream();
+                // Stores hand out small chunks (s3s-fs: 4 KiB); coalesce them so the channel
+                // and the HTTP body see fewer, larger frames.
+                let mut buf = BytesMut::with_capacity(COALESCE);
                 while let Some(chunk) = body.next().await {
                     let chunk = chunk.map_err(|err| {
                         WriteError::Io(std::io::Error::other(format!("{loc}: {err}")))
                     })?;
                     crc.update(&chunk);
                     size += chunk.len() as u64;
-                    w.send(chunk).await?;
+                    if buf.is_empty() && chunk.len() >= COALESCE {
+                        w.send(chunk).await?;
+                        continue;
+                    }
+                    buf.extend_from_slice(&chunk);
+                    if buf.len() >= COALESCE {
+                        w.send(buf.split().freeze()).await?;
+                    }
+                }
+                if !buf.is_empty() {
+                    w.send(buf.split().freeze()).await?;
                 }
             }
         }

@@ -12,7 +12,14 @@ fn when() -> DateTime<Utc> {
 }
 
 async fn build(force_zip64: bool, sizes: &[usize]) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    build_on(Arc::new(InMemory::new()), force_zip64, sizes).await
+}
+
+async fn build_on(
+    store: Arc<dyn ObjectStore>,
+    force_zip64: bool,
+    sizes: &[usize],
+) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
     let manifest = Bytes::from_static(b"{\"files\":[]}");
     let mut entries = vec![ArchiveEntry {
         name: "manifest.json".into(),
@@ -94,6 +101,16 @@ fn check_with_python(zip_bytes: &[u8]) {
 #[tokio::test]
 async fn stored_entries_read_back_identically() {
     let (z, expected) = build(false, &[0, 1, 70_000, 1 << 20]).await;
+    check_with_zip_crate(&z, &expected);
+    check_with_python(&z);
+}
+
+/// The local file system streams objects in small chunks: exercises coalescing.
+#[tokio::test]
+async fn chunked_reads_are_coalesced_without_changing_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("local fs");
+    let (z, expected) = build_on(Arc::new(fs), false, &[3 << 20, 300_001, 7]).await;
     check_with_zip_crate(&z, &expected);
     check_with_python(&z);
 }
