@@ -190,6 +190,15 @@ impl FakeKubelet {
         pods::logs(&self.state_dir, namespace, name)
     }
 
+    /// The network namespace (`/var/run/netns/NAME`) of the newest pod with this name, when
+    /// its sandbox has one.
+    pub fn netns_path(&self, namespace: &str, name: &str) -> Option<PathBuf> {
+        let dir = pods::newest_dir(&self.state_dir, namespace, name)?;
+        std::fs::read_to_string(dir.join("netns"))
+            .ok()
+            .map(PathBuf::from)
+    }
+
     /// Stop like a lost node: kill every container, stop the tasks, mark the node NotReady.
     pub async fn stop(mut self) -> Result<()> {
         for t in &self.tasks {

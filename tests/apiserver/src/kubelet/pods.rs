@@ -32,15 +32,20 @@ pub(crate) fn pod_dir(state: &Path, ns: &str, name: &str, uid: &str) -> PathBuf 
     state.join("pods").join(ns).join(name).join(uid)
 }
 
-pub(crate) fn logs(state: &Path, ns: &str, name: &str) -> String {
+/// The directory of the newest pod (by uid) with this name.
+pub(crate) fn newest_dir(state: &Path, ns: &str, name: &str) -> Option<PathBuf> {
     let dir = state.join("pods").join(ns).join(name);
-    let newest = std::fs::read_dir(&dir)
+    std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .max();
-    let Some((_, d)) = newest else {
+        .max()
+        .map(|(_, p)| p)
+}
+
+pub(crate) fn logs(state: &Path, ns: &str, name: &str) -> String {
+    let Some(d) = newest_dir(state, ns, name) else {
         return String::new();
     };
     let mut out = String::new();
@@ -414,6 +419,14 @@ impl Worker {
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_else(|| "default".into());
         let token = self.ctx.shared.service_account_token(&ns, &sa);
+        if let Some(ns_path) = &netns {
+            std::fs::write(dir.join("netns"), ns_path.to_string_lossy().as_bytes()).map_err(
+                |source| crate::Error::Io {
+                    what: format!("writing {}/netns", dir.display()),
+                    source,
+                },
+            )?;
+        }
         let kubeconfig = dir.join("kubeconfig");
         container::write_kubeconfig(&kubeconfig, &self.ctx.server_url, &token, &ns)?;
         let mut env = std::collections::BTreeMap::new();
