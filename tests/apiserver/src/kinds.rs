@@ -255,7 +255,22 @@ pub(crate) fn prepare_update(
                 "serviceAccountName",
             ] {
                 let path = format!("spec.{f}");
-                let (a, b) = (&old["spec"][f], &new["spec"][f]);
+                // Container images may change; nodeName may be set once (binding).
+                let without_images = |v: &Value| -> Value {
+                    let mut v = v.clone();
+                    if let Some(cs) = v.as_array_mut() {
+                        cs.iter_mut()
+                            .filter_map(Value::as_object_mut)
+                            .for_each(|c| {
+                                c.remove("image");
+                            });
+                    }
+                    v
+                };
+                let (a, b) = (
+                    without_images(&old["spec"][f]),
+                    without_images(&new["spec"][f]),
+                );
                 if a != b && !(f == "nodeName" && a.is_null()) {
                     return Err(ApiError::invalid(
                         rt,

@@ -422,3 +422,64 @@ async fn field_selectors_and_namespace_termination() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn json_patch_strategic_merge_and_dry_run() {
+    let (_s, client) = server().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p", "labels": {"a": "1"}, "finalizers": ["x/one"]},
+        "spec": {"containers": [{"name": "c", "image": "i1"}, {"name": "d", "image": "i2"}]}}),
+    )
+    .unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    // Strategic merge: containers merge by name, finalizers are a set.
+    let smp = json!({"metadata": {"finalizers": ["x/two"]}, "spec": {"containers": [{"name": "d", "image": "i3"}]}});
+    let out = pods
+        .patch("p", &PatchParams::default(), &Patch::Strategic(&smp))
+        .await
+        .unwrap();
+    let images: Vec<_> = out
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| c.image.unwrap())
+        .collect();
+    assert_eq!(images, ["i1", "i3"]);
+    assert_eq!(out.metadata.finalizers.unwrap(), ["x/one", "x/two"]);
+    // JSON patch, including a failing test operation.
+    let jp: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "add", "path": "/metadata/labels/b", "value": "2"}]))
+            .unwrap();
+    let out = pods
+        .patch("p", &PatchParams::default(), &Patch::<()>::Json(jp))
+        .await
+        .unwrap();
+    assert_eq!(out.labels().get("b").map(String::as_str), Some("2"));
+    let jp: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "test", "path": "/metadata/labels/a", "value": "9"}]))
+            .unwrap();
+    assert_eq!(
+        api_status(
+            pods.patch("p", &PatchParams::default(), &Patch::<()>::Json(jp))
+                .await
+                .unwrap_err()
+        )
+        .code,
+        422
+    );
+    // dryRun: validated and answered, not stored.
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "dry"}})).unwrap();
+    cms.create(
+        &PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        },
+        &cm,
+    )
+    .await
+    .unwrap();
+    assert!(cms.get_opt("dry").await.unwrap().is_none());
+}

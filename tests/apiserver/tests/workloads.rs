@@ -26,7 +26,7 @@ fn workload(node: &str) -> Pod {
 async fn running(pods: &Api<Pod>, kubelet: &FakeKubelet) -> (Pod, String) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(p) = pods.get_opt("web").await.unwrap() {
+        if let Some(p) = pods.get_opt("web").await.expect("reading the pod") {
             let logs = kubelet.logs("default", "web");
             let phase = p.status.as_ref().and_then(|s| s.phase.clone());
             if phase.as_deref() == Some("Running") && logs.contains("inet ") {

@@ -184,7 +184,6 @@ fn parse(path: &str, sh: &Shared) -> ApiResult<Route> {
     match sub.as_deref() {
         None => {}
         Some("status") if rt.status_subresource => {}
-        Some("finalize") if rt.kind == "Namespace" => {}
         Some(_) => return Err(nf()),
     }
     Ok(Route::Resource(Target {
