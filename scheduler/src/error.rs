@@ -25,6 +25,15 @@ pub enum Error {
         "PacketCapture {0} lacks metadata.{1}; only objects read from the API server can be scheduled"
     )]
     MissingMetadata(String, &'static str),
+    /// An object could not be turned into JSON (a bug).
+    #[error("Failed to serialise {what}: {source}")]
+    Serialize {
+        /// What.
+        what: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A watch cache stopped (the controller is shutting down).
     #[error("The {0} cache stopped; the scheduler is shutting down")]
     CacheClosed(&'static str),
@@ -80,6 +89,7 @@ impl Error {
                 _ => "Finalizer",
             },
             Self::Client(_) => "Client",
+            Self::Serialize { .. } => "Serialize",
             Self::Serve { .. } => "Serve",
             Self::Config(_) => "Config",
         }

@@ -16,7 +16,7 @@ use k8s_openapi::{
 };
 use kube::{Api, Client, api::PostParams};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{Error, Result, metrics::Metrics};
 
@@ -272,6 +272,7 @@ where
             }
         };
         let _ = stop_tx.send(());
+        debug!("Stopping the controller.");
         if !task_done
             && tokio::time::timeout(settings.renew_deadline(), &mut task)
                 .await
@@ -280,6 +281,7 @@ where
             task.abort();
         }
         metrics.set_leader(false);
+        debug!(shutting_down, "Controller stopped.");
         if shutting_down {
             if let Err(error) = elector.release().await {
                 warn!(%error, "Could not release the Lease; another replica takes over when it expires.");

@@ -19,6 +19,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, ResourceExt,
+    api::{Patch, PatchParams},
     runtime::{
         Controller,
         controller::{Action as Requeue, Config as ControllerConfig},
@@ -187,6 +188,9 @@ pub async fn reconcile(capture: Arc<PacketCapture>, ctx: Arc<Context>) -> Result
             .await
             .map_err(|_| Error::CacheClosed("jobs"))?;
         let api: Api<PacketCapture> = Api::namespaced(ctx.client.clone(), &ns);
+        if capture.finalizers().is_empty() && capture.metadata.deletion_timestamp.is_none() {
+            return add_first_finalizer(&api, &capture).await;
+        }
         finalizer::finalizer(&api, FINALIZER, capture, |event| async {
             match event {
                 Finalizer::Apply(c) => ctx.plan_and_apply(&c).await.map(|(requeue, _)| requeue),
@@ -203,6 +207,33 @@ pub async fn reconcile(capture: Arc<PacketCapture>, ctx: Arc<Context>) -> Result
     .await;
     ctx.metrics.reconciled(started.elapsed().as_secs_f64());
     result
+}
+
+/// Adds the finalizer to a capture that has none. kube's helper guards this case with a JSON
+/// Patch `test` of a missing path against `null`, which only lenient servers accept (RFC 6902
+/// says it fails); guarding with the resourceVersion works on every server.
+async fn add_first_finalizer(api: &Api<PacketCapture>, capture: &PacketCapture) -> Result<Requeue> {
+    let name = capture.name_any();
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": capture.resource_version()},
+        {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+    ]))
+    .map_err(|source| Error::Serialize {
+        what: "the finalizer patch",
+        source,
+    })?;
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+    {
+        // A newer version exists: its watch event plans again.
+        Ok(_) => Ok(Requeue::await_change()),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => Ok(Requeue::await_change()),
+        Err(source) => Err(Error::Kube {
+            action: format!("adding the finalizer to PacketCapture {name}"),
+            source,
+        }),
+    }
 }
 
 fn error_policy(capture: Arc<PacketCapture>, error: &Error, ctx: Arc<Context>) -> Requeue {
