@@ -31,7 +31,7 @@ use crate::{
 const WRITE_BUFFER: usize = 1 << 20;
 /// How long a poll waits when no packet arrives (bounds the latency of rotation by time,
 /// stop and target changes).
-const POLL_MS: i32 = 50;
+const POLL_MS: i32 = 200;
 
 /// Who the files belong to: the components of their object keys.
 #[derive(Debug, Clone, PartialEq, Eq)]

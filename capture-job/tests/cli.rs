@@ -5,7 +5,7 @@
 mod common;
 
 use std::{
-    io::Read,
+    io::{BufRead, BufReader, Read},
     net::{IpAddr, SocketAddr},
     path::Path,
     process::{Command, Stdio},
@@ -39,10 +39,23 @@ fn sigterm_mid_file_uploads_the_open_file_to_s3() {
         .arg(spool.path())
         .args(["--rotate-bytes", "100MB", "--name", "sigterm"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     s3_env(&mut cmd, &s3);
     let mut child = cmd.spawn().expect("start nightcap-capture");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Wait until the ring is attached (the log line), passing the log through.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if line.contains("Capturing on target") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("nightcap-capture attaches to the pod");
     pod.send_udp(SocketAddr::new(IpAddr::V4(pod.host_ipv4()), 6100), 50, 64)
         .expect("send");
     std::thread::sleep(Duration::from_millis(300));
