@@ -258,6 +258,97 @@ impl Policy {
         self.group_rules.entry(group.into()).or_default().push(rule);
         self
     }
+    /// Add the rules that RBAC manifests (Role, ClusterRole, RoleBinding, ClusterRoleBinding;
+    /// multi-document YAML) grant to their subjects: ServiceAccounts and Users are added to the
+    /// policy when missing (default tokens), Groups get group rules. A RoleBinding's rules apply
+    /// in its namespace only. Other documents are ignored.
+    pub fn with_rbac_yaml(mut self, yaml: &str) -> Result<Self, String> {
+        use serde::Deserialize;
+        let mut docs = Vec::new();
+        for d in serde_yaml::Deserializer::from_str(yaml) {
+            let v = serde_json::Value::deserialize(d).map_err(|e| format!("RBAC YAML: {e}"))?;
+            if !v.is_null() {
+                docs.push(v);
+            }
+        }
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let list = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for b in docs
+            .iter()
+            .filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
+        {
+            let ns = s(&b["metadata"]["namespace"]);
+            let (rk, rn) = (s(&b["roleRef"]["kind"]), s(&b["roleRef"]["name"]));
+            let role = docs
+                .iter()
+                .find(|d| {
+                    d["kind"] == rk.as_str()
+                        && d["metadata"]["name"] == rn.as_str()
+                        && (rk == "ClusterRole" || d["metadata"]["namespace"] == ns.as_str())
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "{} {:?} refers to {rk} {rn:?}, which is not defined",
+                        s(&b["kind"]),
+                        s(&b["metadata"]["name"])
+                    )
+                })?;
+            let rules: Vec<Rule> = role["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    let mut rule = Rule {
+                        verbs: list(&r["verbs"]),
+                        api_groups: list(&r["apiGroups"]),
+                        resources: list(&r["resources"]),
+                        resource_names: list(&r["resourceNames"]),
+                        namespaces: None,
+                        non_resource_urls: list(&r["nonResourceURLs"]),
+                    };
+                    if b["kind"] == "RoleBinding" {
+                        rule.namespaces = Some(vec![ns.clone()]);
+                    }
+                    rule
+                })
+                .collect();
+            for subj in b["subjects"].as_array().into_iter().flatten() {
+                let name = s(&subj["name"]);
+                let user = match subj["kind"].as_str() {
+                    Some("Group") => {
+                        self.group_rules
+                            .entry(name)
+                            .or_default()
+                            .extend(rules.iter().cloned());
+                        continue;
+                    }
+                    Some("ServiceAccount") => {
+                        let sa_ns = subj["namespace"]
+                            .as_str()
+                            .map_or(ns.clone(), str::to_string);
+                        User::service_account(&sa_ns, &name)
+                    }
+                    _ => User::new(name),
+                };
+                if !self.users.iter().any(|u| u.name == user.name) {
+                    self.users.push(user.clone());
+                }
+                if let Some(u) = self.users.iter_mut().find(|u| u.name == user.name) {
+                    u.rules.extend(rules.iter().cloned());
+                }
+            }
+        }
+        Ok(self)
+    }
+
     /// All users.
     pub fn users(&self) -> &[User] {
         &self.users
@@ -334,6 +425,46 @@ mod tests {
             namespace: ns.into(),
             ..Attributes::default()
         }
+    }
+
+    #[test]
+    fn rbac_manifests_become_rules() {
+        let yaml = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: reader}
+rules:
+- {apiGroups: ["nightcap.dev"], resources: ["packetcaptures", "packetcaptures/status"], verbs: ["get", "list", "watch"]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: read-team-a, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: reader}
+subjects:
+- {kind: ServiceAccount, name: gw, namespace: sys}
+- {kind: Group, name: devs}
+"#;
+        let p = Policy::new().with_rbac_yaml(yaml).unwrap();
+        let sa = p
+            .authenticate(p.token_of("system:serviceaccount:sys:gw").unwrap())
+            .unwrap();
+        let a = attrs("list", "nightcap.dev", "packetcaptures", "", "team-a");
+        assert!(p.authorize(&sa.name, &sa.groups, &a).is_ok());
+        assert!(
+            p.authorize(
+                &sa.name,
+                &sa.groups,
+                &attrs("list", "nightcap.dev", "packetcaptures", "", "team-b")
+            )
+            .is_err()
+        );
+        assert!(p.authorize("someone", &["devs".to_string()], &a).is_ok());
+        assert!(p.authorize("someone", &[], &a).is_err());
+        assert!(
+            Policy::new()
+                .with_rbac_yaml("kind: RoleBinding\nroleRef: {kind: Role, name: x}\n")
+                .is_err()
+        );
     }
 
     #[test]

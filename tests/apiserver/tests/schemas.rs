@@ -102,3 +102,43 @@ async fn stored_objects_pass_kubernetes_validate_strict() {
     let err = server.check_objects(&[bad_pc]).unwrap_err().to_string();
     assert!(err.contains("spec.snapLen"), "{err}");
 }
+
+/// The RBAC manifests we ship load into a test policy (every binding's role exists) and pass
+/// `kubernetes-validate --strict`.
+#[tokio::test]
+async fn shipped_rbac_manifests_load_and_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests");
+    let server = ApiServer::start(Policy::new()).await.unwrap();
+    let mut rbac_docs = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        Policy::new()
+            .with_rbac_yaml(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+            if v["apiVersion"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("rbac.authorization.k8s.io/"))
+            {
+                rbac_docs.push(v);
+            }
+        }
+    }
+    assert!(
+        !rbac_docs.is_empty(),
+        "no RBAC objects found in {}",
+        dir.display()
+    );
+    if !schema_check::kubernetes_validate_available() {
+        println!(
+            "SKIP (schema part): kubernetes-validate is not installed (pip install kubernetes-validate)"
+        );
+        return;
+    }
+    server.check_objects(&rbac_docs).unwrap();
+}

@@ -110,7 +110,7 @@ fn single(obj: &Value, rt: &ResourceType, req: &Req, code: u16, warnings: &[Stri
             &[Arc::new(obj.clone())],
             meta_str(obj, "resourceVersion"),
             None,
-            req,
+            req.q("includeObject").unwrap_or("Metadata"),
         ),
     };
     json_response(code, &body, warnings)
@@ -219,7 +219,7 @@ pub(crate) fn list(sh: &Shared, t: &Target, req: &Req) -> ApiResult<Response> {
             page,
             &list_rv.to_string(),
             meta.get("continue").and_then(Value::as_str),
-            req,
+            req.q("includeObject").unwrap_or("Metadata"),
         ),
         As::Metadata => json!({
             "kind": "PartialObjectMetadataList",

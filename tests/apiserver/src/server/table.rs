@@ -7,7 +7,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::http::Req;
 use crate::{
     resources::{Builtin, ResourceType},
     server::resource::partial_metadata,
@@ -237,9 +236,8 @@ pub(crate) fn table(
     items: &[Arc<Value>],
     rv: &str,
     cont: Option<&str>,
-    req: &Req,
+    include: &str,
 ) -> Value {
-    let include = req.q("includeObject").unwrap_or("Metadata");
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {

@@ -14,6 +14,7 @@ use super::{
     Shared,
     http::{Req, Target},
     resource::{As, partial_metadata, presentation, selectors},
+    table,
 };
 use crate::{
     ops,
@@ -27,7 +28,8 @@ struct Watch {
     labels: LabelSelector,
     fields: FieldSelector,
     bookmarks: bool,
-    metadata_only: bool,
+    presentation: As,
+    include_object: String,
 }
 
 impl Watch {
@@ -41,10 +43,19 @@ impl Watch {
 
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
         let obj = ops::present(&self.target.rt, obj);
-        let obj = if self.metadata_only {
-            partial_metadata(&obj)
-        } else {
-            obj
+        let obj = match self.presentation {
+            As::Full => obj,
+            As::Metadata => partial_metadata(&obj),
+            As::Table => {
+                let rv = meta_str(&obj, "resourceVersion").to_string();
+                table::table(
+                    &self.target.rt,
+                    &[Arc::new(obj)],
+                    &rv,
+                    None,
+                    &self.include_object,
+                )
+            }
         };
         Bytes::from(format!("{}\n", json!({"type": kind, "object": obj})))
     }
@@ -97,7 +108,8 @@ pub(crate) fn start(sh: &Arc<Shared>, t: &Target, req: &Req) -> ApiResult<Respon
         labels,
         fields,
         bookmarks,
-        metadata_only: presentation(req) == As::Metadata,
+        presentation: presentation(req),
+        include_object: req.q("includeObject").unwrap_or("Metadata").to_string(),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     tokio::spawn(run(sh.clone(), w, from, send_initial, timeout, tx));
