@@ -8,6 +8,7 @@ use std::{
         mpsc,
     },
     thread::JoinHandle,
+    time::Duration,
 };
 
 use nightcap_api::filter::RuleTable;
@@ -20,7 +21,7 @@ use tracing::info;
 
 use crate::{
     Error, Result,
-    engine::{self, Control, EngineConfig, EngineStats, StopReason},
+    engine::{self, Control, EngineConfig, EngineStats, StopReason, Waker},
     pcapng::{InterfaceInfo, LINKTYPE_ETHERNET},
     spool::{self, UploadReport, UploaderConfig},
     target::{self, TargetMeta, TargetSpec},
@@ -74,6 +75,8 @@ pub struct Summary {
 pub struct Capture {
     filter: Arc<Mutex<Filter>>,
     control: mpsc::Sender<Control>,
+    waker: Arc<Waker>,
+    done: tokio::sync::watch::Receiver<bool>,
     engine: Option<JoinHandle<Result<EngineStats>>>,
     uploads: Option<TaskHandle<UploadReport>>,
     next_id: AtomicU64,
@@ -103,6 +106,7 @@ impl Capture {
         }
         let used = Arc::new(AtomicU64::new(leftovers.iter().map(|f| f.bytes).sum()));
         let mut engine_cfg = opts.engine.clone();
+        let block_timeout = Duration::from_millis(u64::from(opts.ring.block_timeout_ms));
         // Continue numbering after leftovers of the same capture so keys never collide.
         let max_seen = leftovers.iter().map(|f| f.key.seq + 1).max().unwrap_or(0);
         engine_cfg.first_seq = engine_cfg.first_seq.max(max_seen);
@@ -117,13 +121,31 @@ impl Capture {
             opts.upload.clone(),
         ));
         let (control, control_rx) = mpsc::channel();
+        let waker = Arc::new(
+            Waker::new().map_err(|e| Error::Invalid(format!("cannot create an eventfd: {e}")))?,
+        );
+        let (done_tx, done) = tokio::sync::watch::channel(false);
+        let engine_waker = waker.clone();
         let engine = std::thread::Builder::new()
             .name("nightcap-capture".into())
-            .spawn(move || engine::run(engine_cfg, control_rx, closed_tx, used))
+            .spawn(move || {
+                let r = engine::run(
+                    engine_cfg,
+                    block_timeout,
+                    control_rx,
+                    engine_waker,
+                    closed_tx,
+                    used,
+                );
+                let _ = done_tx.send(true);
+                r
+            })
             .map_err(|e| Error::Invalid(format!("cannot start the capture thread: {e}")))?;
         Ok(Self {
             filter: Arc::new(Mutex::new(filter)),
             control,
+            waker,
+            done,
             engine: Some(engine),
             uploads: Some(uploads),
             next_id: AtomicU64::new(1),
@@ -186,6 +208,7 @@ impl Capture {
                 info,
             })
             .map_err(|_| Error::Stopped)?;
+        self.waker.wake();
         Ok(id)
     }
 
@@ -193,13 +216,23 @@ impl Capture {
     pub fn remove_target(&self, id: TargetId) -> Result<()> {
         self.control
             .send(Control::Remove { id })
-            .map_err(|_| Error::Stopped)
+            .map_err(|_| Error::Stopped)?;
+        self.waker.wake();
+        Ok(())
     }
 
     /// Asks the capture to stop; [`finish`](Self::finish) then waits for the last uploads.
     pub fn stop(&self) {
         // Already stopped is fine.
         let _ = self.control.send(Control::Stop);
+        self.waker.wake();
+    }
+
+    /// Resolves when the capture thread has ended (a limit, the duration, or an error).
+    pub async fn ended(&self) {
+        let mut done = self.done.clone();
+        // An error means the sender is gone: the thread ended too.
+        let _ = done.wait_for(|d| *d).await;
     }
 
     /// Whether the capture thread has ended (limit or duration reached, or an error).

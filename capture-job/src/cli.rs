@@ -96,6 +96,9 @@ pub struct CaptureArgs {
     /// Ring blocks per target.
     #[arg(long, env = "NIGHTCAP_RING_BLOCKS", default_value_t = 8)]
     pub ring_blocks: u32,
+    /// Kubernetes mode (what a capture Job runs).
+    #[command(flatten)]
+    pub kube: crate::KubeArgs,
 }
 
 fn size(flag: &str, text: &str) -> Result<u64> {
@@ -166,8 +169,8 @@ fn plan(args: &CaptureArgs) -> Result<Plan> {
             })?,
         block_count: args.ring_blocks.max(1),
         // A partly filled block reaches user space after this long: bounds the delay of a
-        // quiet capture without waking the process more than ~10 times a second.
-        block_timeout_ms: 100,
+        // quiet capture without waking the process more than ~5 times a second.
+        block_timeout_ms: 200,
     };
     let mut targets = Vec::new();
     for name in &args.netns {
@@ -303,6 +306,9 @@ pub fn run(args: CaptureArgs) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
+    if args.kube.capture.is_some() {
+        return crate::kube_mode::run(args);
+    }
     let plan = plan(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -353,25 +359,12 @@ async fn capture(plan: Plan, output: &str) -> Result<Summary> {
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::Invalid(format!("cannot handle SIGTERM: {e}")))?;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::Invalid(format!("cannot handle SIGINT: {e}")))?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => {
-                info!("SIGTERM: closing and uploading the open file.");
-                break;
-            }
-            _ = int.recv() => {
-                info!("SIGINT: closing and uploading the open file.");
-                break;
-            }
-            _ = tick.tick() => {
-                if capture.is_finished() {
-                    break;
-                }
-            }
-        }
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: closing and uploading the open file."),
+        _ = int.recv() => info!("SIGINT: closing and uploading the open file."),
+        () = capture.ended() => {}
     }
     capture.stop();
     capture.finish().await

@@ -29,9 +29,9 @@ use crate::{
 
 /// Buffer between the ring and the file.
 const WRITE_BUFFER: usize = 1 << 20;
-/// How long a poll waits when no packet arrives (bounds the latency of rotation by time,
-/// stop and target changes).
-const POLL_MS: i32 = 200;
+/// Longest poll when nothing else is due (control messages wake the thread through an
+/// eventfd, rotation and duration deadlines shorten the wait).
+const POLL_MS: u64 = 1000;
 
 /// Who the files belong to: the components of their object keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +71,39 @@ pub struct EngineConfig {
     pub identity: FileIdentity,
     /// First sequence number.
     pub first_seq: u64,
+}
+
+/// Wakes the capture thread when a control message is queued (an eventfd it polls).
+#[derive(Debug)]
+pub(crate) struct Waker(std::os::fd::OwnedFd);
+
+impl Waker {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd(2) with constant flags; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        Ok(Self(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a live u64 to our eventfd. A full counter (EAGAIN)
+        // still leaves it readable, which is all a wake-up needs.
+        unsafe {
+            libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8);
+        }
+    }
+
+    fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reading 8 bytes into a live u64 from our non-blocking eventfd.
+        unsafe {
+            libc::read(self.0.as_raw_fd(), (&raw mut v).cast(), 8);
+        }
+    }
 }
 
 /// Messages to the capture thread.
@@ -288,9 +321,15 @@ impl Sink {
 }
 
 /// Runs the capture loop until stopped; closes the last file before returning.
+///
+/// `block_timeout` is the rings' block timeout: a partly filled block reaches user space only
+/// after it, so a stopping capture or a removed target waits this long (plus a margin) before
+/// the last drain.
 pub(crate) fn run(
     cfg: EngineConfig,
+    block_timeout: Duration,
     control: mpsc::Receiver<Control>,
+    waker: Arc<Waker>,
     closed: UnboundedSender<ClosedFile>,
     spool_used: Arc<AtomicU64>,
 ) -> Result<EngineStats> {
@@ -320,11 +359,9 @@ pub(crate) fn run(
                 }
                 Ok(Control::Remove { id }) => {
                     if let Some(pos) = rings.iter().position(|(r, _)| *r == id) {
+                        // Let the kernel hand over its partly filled block first.
+                        std::thread::sleep(block_timeout + Duration::from_millis(20));
                         let (_, mut ring) = rings.remove(pos);
-                        if let Ok(s) = ring.stats() {
-                            removed.drops += s.drops;
-                            removed.packets += s.packets;
-                        }
                         ring.drain(usize::MAX, |p| {
                             if sink.error.is_none()
                                 && let Err(e) = sink.packet(id, p)
@@ -332,6 +369,10 @@ pub(crate) fn run(
                                 sink.error = Some(e);
                             }
                         });
+                        if let Ok(s) = ring.stats() {
+                            removed.drops += s.drops;
+                            removed.packets += s.packets;
+                        }
                         sink.infos.retain(|(t, _)| *t != id);
                     }
                 }
@@ -348,24 +389,36 @@ pub(crate) fn run(
         if sink.cfg.duration.is_some_and(|d| started.elapsed() >= d) {
             break StopReason::Duration;
         }
-        // Wait for a block on any ring.
+        // Wait for a block on any ring, a control message, or the next deadline.
+        let mut wait = Duration::from_millis(POLL_MS);
+        if let Some(d) = sink.cfg.duration {
+            wait = wait.min(d.saturating_sub(started.elapsed()));
+        }
+        if let (Some(every), Some(f)) = (sink.cfg.rotate_every, sink.file.as_ref()) {
+            wait = wait.min(every.saturating_sub(f.opened.elapsed()));
+        }
         pollfds.clear();
+        pollfds.push(libc::pollfd {
+            fd: waker.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         pollfds.extend(rings.iter().map(|(_, r)| libc::pollfd {
             fd: r.fd().as_raw_fd(),
             events: libc::POLLIN | libc::POLLERR,
             revents: 0,
         }));
-        if pollfds.is_empty() {
-            std::thread::sleep(Duration::from_millis(POLL_MS as u64));
-        } else {
-            // SAFETY: pollfds is a valid array of the length passed.
-            let rc = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, POLL_MS) };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    warn!(error = %e, "poll failed");
-                }
+        let timeout = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
+        // SAFETY: pollfds is a valid array of the length passed.
+        let rc = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, timeout) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                warn!(error = %e, "poll failed");
             }
+        }
+        if pollfds[0].revents != 0 {
+            waker.clear();
         }
         let mut limit = None;
         for (id, ring) in rings.iter_mut() {
@@ -394,6 +447,10 @@ pub(crate) fn run(
     };
     // Final pass: what the rings hold now belongs to the capture (unless a limit stopped it).
     if stop == StopReason::Requested || stop == StopReason::Duration {
+        if !rings.is_empty() {
+            // The kernel hands over a partly filled block only after the block timeout.
+            std::thread::sleep(block_timeout + Duration::from_millis(20));
+        }
         for (id, ring) in rings.iter_mut() {
             let id = *id;
             ring.drain(usize::MAX, |p| {
