@@ -11,6 +11,7 @@
 
 mod capture;
 mod cli;
+mod kube_mode;
 pub mod engine;
 pub mod pcapng;
 pub mod spool;
@@ -20,6 +21,7 @@ use std::{net::IpAddr, path::Path};
 
 pub use capture::{Capture, CaptureOptions, Summary, TargetId};
 pub use cli::{CaptureArgs, run};
+pub use kube_mode::KubeArgs;
 pub use engine::{EngineStats, FileIdentity, StopReason};
 pub use target::{TargetMeta, TargetSpec};
 

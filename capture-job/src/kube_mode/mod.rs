@@ -1,0 +1,306 @@
+//! Kubernetes mode of `nightcap capture` (`--capture NS/NAME --node N`), what a capture Job
+//! runs: capture the selected pods of one PacketCapture on one node, following them while they
+//! come and go, and report into `status.nodes[N]` of the capture.
+//!
+//! The spec comes from `status.acceptedSpec` (the spec the capture started with; an edited spec
+//! is ignored). Pods are watched with the field selector `spec.nodeName=N`; each selected
+//! Running pod is attached through its pod IP (the namespace holding that address) and detached
+//! when it leaves; a pod recreated on the node (new UID or IP, new network namespace) is
+//! attached again. Only `status.nodes[N]` is written (merge patch on the status subresource);
+//! phase and conditions belong to the scheduler.
+
+mod pods;
+mod report;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use nightcap_api::{
+    PacketCapture, PacketCaptureSpec,
+    capture::DEFAULT_SNAP_LEN,
+    filter,
+    quantity::{parse_duration, parse_size},
+    validation::DEFAULT_DURATION,
+};
+use nightcap_ebpf::RingConfig;
+use nightcap_storage::{StoreConfig, UploadOptions, Uploader};
+use tracing::{info, warn};
+
+use crate::{
+    Capture, CaptureArgs, CaptureOptions, Error, Result,
+    engine::{EngineConfig, FileIdentity},
+    spool::UploaderConfig,
+};
+
+/// How often attachments are retried and the status is refreshed.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Flags of the Kubernetes mode (flattened into [`CaptureArgs`]).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KubeArgs {
+    /// Kubernetes mode: capture the selected pods of PacketCapture NAMESPACE/NAME that run on
+    /// --node, follow them as they come and go, and report into its status.nodes[NODE]. The
+    /// filter, snap length, rotation and limits come from the capture; --uid guards against a
+    /// capture recreated under the same name.
+    #[arg(long, env = "NIGHTCAP_CAPTURE", value_name = "NAMESPACE/NAME")]
+    pub capture: Option<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
+}
+
+fn kube_err(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
+    move |e| invalid(format!("{what}: {e}"))
+}
+
+/// Runs the Kubernetes mode until SIGTERM/SIGINT or the end of the capture window.
+pub(crate) fn run(args: CaptureArgs) -> Result<()> {
+    let capture = args.kube.capture.clone().unwrap_or_default();
+    let (namespace, name) = capture
+        .split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+        .ok_or_else(|| invalid(format!("--capture must be NAMESPACE/NAME, is {capture:?}")))?;
+    let node = args
+        .node
+        .clone()
+        .ok_or_else(|| invalid("--capture needs --node (the node this Job runs on)"))?;
+    if !args.netns.is_empty()
+        || !args.pod_ip.is_empty()
+        || args.interface.is_some()
+        || args.filter.is_some()
+    {
+        return Err(invalid(
+            "--capture takes its targets and filter from the PacketCapture; drop --netns, \
+             --pod-ip, --interface and --filter",
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| invalid(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(follow(&args, namespace, name, &node))
+}
+
+/// The spec the capture started with and the time left in its window.
+fn accepted(pc: &PacketCapture, now: jiff::Timestamp) -> (PacketCaptureSpec, Option<Duration>) {
+    let status = pc.status.as_ref();
+    let spec = status
+        .and_then(|s| s.accepted_spec.clone())
+        .unwrap_or_else(|| pc.spec.clone());
+    let start = spec
+        .start_time
+        .as_ref()
+        .or_else(|| status.and_then(|s| s.start_time.as_ref()))
+        .map(|t| t.0);
+    let end = match (&spec.end_time, start) {
+        (Some(end), _) => Some(end.0),
+        (None, Some(start)) => {
+            let length = spec
+                .duration
+                .as_deref()
+                .and_then(|d| parse_duration(d).ok())
+                .unwrap_or(DEFAULT_DURATION);
+            let ms = i64::try_from(length.as_millis()).unwrap_or(i64::MAX);
+            jiff::Timestamp::from_millisecond(start.as_millisecond().saturating_add(ms)).ok()
+        }
+        (None, None) => None, // not started by the scheduler: run until stopped
+    };
+    let left = end.map(|e| {
+        Duration::from_millis(u64::try_from(e.as_millisecond() - now.as_millisecond()).unwrap_or(0))
+    });
+    (spec, left)
+}
+
+fn size(flag: &str, text: &str) -> Result<u64> {
+    parse_size(text).map_err(|e| invalid(format!("--{flag}: {e}")))
+}
+
+fn options(
+    args: &CaptureArgs,
+    spec: &PacketCaptureSpec,
+    identity: FileIdentity,
+    window: Option<Duration>,
+) -> Result<CaptureOptions> {
+    let table = filter::compile(spec.expression.as_deref(), &spec.filters)?;
+    let rotation = spec.rotation.clone().unwrap_or_default();
+    let block_size = size("ring-block-size", &args.ring_block_size)?;
+    let ring = RingConfig {
+        block_size: u32::try_from(block_size)
+            .ok()
+            .filter(|b| b.is_power_of_two() && *b >= 4096)
+            .ok_or_else(|| invalid("--ring-block-size must be a power of two from 4KiB to 2GiB"))?,
+        block_count: args.ring_blocks.max(1),
+        block_timeout_ms: 100,
+    };
+    let spool_root = args
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("nightcap-spool"));
+    // One directory per (capture, node): a restarted container finds its own leftovers, and
+    // captures sharing a volume never mix files.
+    let spool_dir = spool_root.join(format!("{}-{}", identity.uid, identity.node));
+    let mut filter_text = spec.expression.clone().unwrap_or_default();
+    if !spec.filters.is_empty() {
+        let filters = serde_json::to_string(&spec.filters).unwrap_or_default();
+        filter_text = format!("{filter_text} filters={filters}")
+            .trim()
+            .to_string();
+    }
+    let comments = vec![
+        format!("node: {}", identity.node),
+        format!("capture: {}/{}", identity.namespace, identity.capture),
+        format!("capture-uid: {}", identity.uid),
+    ];
+    Ok(CaptureOptions {
+        table,
+        engine: EngineConfig {
+            shb_comment: if filter_text.is_empty() {
+                "filter: (none, every packet)".into()
+            } else {
+                format!("filter: {filter_text}")
+            },
+            snaplen: spec.snap_len.unwrap_or(DEFAULT_SNAP_LEN),
+            rotate_bytes: rotation.max_file_bytes.unwrap_or(100 << 20),
+            rotate_every: Some(Duration::from_secs(
+                rotation.max_file_seconds.unwrap_or(300).into(),
+            )),
+            duration: window,
+            // Per node; the scheduler enforces the capture-wide totals.
+            max_bytes: spec.max_bytes,
+            max_packets: spec.max_packets,
+            spool_dir,
+            spool_max_bytes: size("spool-max-bytes", &args.spool_max_bytes)?,
+            identity,
+            first_seq: 0,
+        },
+        ring,
+        upload: UploaderConfig {
+            max_files: rotation.max_files,
+            grace: parse_duration(&args.upload_grace)
+                .map_err(|e| invalid(format!("--upload-grace: {e}")))?,
+            max_backoff: Duration::from_secs(5),
+        },
+        comments,
+    })
+}
+
+async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> Result<()> {
+    let client = Client::try_default().await.map_err(kube_err(
+        "cannot reach the Kubernetes API (in a pod, or set KUBECONFIG)",
+    ))?;
+    let captures: Api<PacketCapture> = Api::namespaced(client.clone(), namespace);
+    let pc = captures.get(name).await.map_err(kube_err(&format!(
+        "cannot read PacketCapture {namespace}/{name}"
+    )))?;
+    let uid = pc.uid().unwrap_or_default();
+    if let Some(want) = &args.uid
+        && *want != uid
+    {
+        return Err(invalid(format!(
+            "PacketCapture {namespace}/{name} has uid {uid}, not {want}: it was deleted and \
+             recreated; this Job belongs to the old one"
+        )));
+    }
+    let (spec, window) = accepted(&pc, jiff::Timestamp::now());
+    if window.is_some_and(|w| w.is_zero()) {
+        info!("The capture window is over; nothing to capture.");
+        return Ok(());
+    }
+    let identity = FileIdentity {
+        namespace: namespace.into(),
+        capture: name.into(),
+        uid: uid.clone(),
+        node: node.into(),
+    };
+    let opts = options(args, &spec, identity, window)?;
+    let store = StoreConfig::from_url(&args.output)?.open()?;
+    let uploader = Arc::new(Uploader::new(
+        store.store.clone(),
+        store.prefix.clone(),
+        UploadOptions {
+            multipart_threshold: size("multipart-threshold", &args.multipart_threshold)?,
+            ..UploadOptions::default()
+        },
+    ));
+    let capture = Arc::new(Capture::start(
+        opts,
+        uploader,
+        store.store.clone(),
+        store.prefix.clone(),
+    )?);
+    let mut reporter = report::Reporter::new(
+        captures,
+        &pc,
+        node,
+        nightcap_storage::Lister::new(store.store.clone(), store.prefix.clone()),
+    );
+    let mut targets = pods::Targets::new(capture.clone(), namespace, &spec);
+    targets.attach_node_level().await;
+
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    let (cache, writer) = reflector::store();
+    let mut events = watcher(
+        pods,
+        watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects()
+    .boxed();
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(TICK);
+    info!(capture = %format!("{namespace}/{name}"), %node, "Following the capture's pods on this node.");
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: closing and uploading the open file."); break; }
+            _ = int.recv() => { info!("SIGINT: closing and uploading the open file."); break; }
+            event = events.next() => match event {
+                Some(Ok(_)) => targets.sync(&cache.state()).await,
+                Some(Err(error)) => warn!(%error, "Pod watch failed; retrying."),
+                None => break,
+            },
+            _ = tick.tick() => {
+                if capture.is_finished() {
+                    break;
+                }
+                if futures::FutureExt::now_or_never(cache.wait_until_ready()).is_some() {
+                    targets.sync(&cache.state()).await;
+                }
+                reporter.report(&capture, &targets, false).await;
+            }
+        }
+    }
+    drop(events);
+    capture.stop();
+    reporter.uploading(&targets).await;
+    drop(targets);
+    let summary = match Arc::try_unwrap(capture) {
+        Ok(c) => c.finish().await?,
+        Err(_) => return Err(invalid("the capture is still in use at shutdown (a bug)")),
+    };
+    reporter.finished(&summary).await;
+    println!(
+        "{}",
+        serde_json::to_string(&summary).map_err(|e| invalid(e.to_string()))?
+    );
+    if !summary.spool_left.is_empty() {
+        return Err(invalid(format!(
+            "{} file(s) could not be uploaded and remain in the spool; the restarted container \
+             uploads them",
+            summary.spool_left.len()
+        )));
+    }
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).map_err(|e| invalid(format!("cannot handle signals: {e}")))
+}

@@ -1,0 +1,248 @@
+//! Which pods on this node are captured, and attaching/detaching them as they come and go.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::PathBuf,
+    sync::Arc,
+};
+
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::LabelSelector};
+use kube::ResourceExt;
+use nightcap_api::PacketCaptureSpec;
+use nightcap_ebpf::netns;
+use tracing::{info, warn};
+
+use crate::{Capture, TargetId, TargetMeta, TargetSpec};
+
+/// Label the scheduler puts on capture pods; they are never targets.
+const CAPTURE_POD_LABEL: &str = "nightcap.dev/capture-uid";
+/// The host's network namespace, seen through the host PID namespace (`hostPID: true`).
+const HOST_NETNS: &str = "/proc/1/ns/net";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Attached {
+    id: TargetId,
+    ip: IpAddr,
+    name: String,
+}
+
+/// The capture's targets on this node.
+#[derive(Debug)]
+pub(super) struct Targets {
+    capture: Arc<Capture>,
+    namespace: String,
+    selector: Option<LabelSelector>,
+    /// By pod UID.
+    attached: BTreeMap<String, Attached>,
+    /// Node-level targets (host interfaces).
+    host: Vec<String>,
+    /// Pods that could not be attached yet, with why (retried every tick).
+    failing: BTreeMap<String, String>,
+}
+
+/// A selected pod that should be captured: (uid, `namespace/name`, IP).
+type Wanted = (String, String, IpAddr);
+
+impl Targets {
+    pub fn new(capture: Arc<Capture>, namespace: &str, spec: &PacketCaptureSpec) -> Self {
+        Self {
+            capture,
+            namespace: namespace.into(),
+            selector: spec.selector.clone(),
+            attached: BTreeMap::new(),
+            host: Vec::new(),
+            failing: BTreeMap::new(),
+        }
+    }
+
+    /// A node-level capture (no pod selector): every interface of the host namespace.
+    pub async fn attach_node_level(&mut self) {
+        if self.selector.is_some() {
+            return;
+        }
+        let path = PathBuf::from(HOST_NETNS);
+        let p = path.clone();
+        let ifaces =
+            tokio::task::spawn_blocking(move || netns::run_in(Some(&p), netns::interfaces)).await;
+        let ifaces = match ifaces {
+            Ok(Ok(i)) => i,
+            Ok(Err(error)) => {
+                warn!(%error, "Cannot list the host's interfaces (is hostPID set?).");
+                return;
+            }
+            Err(error) => {
+                warn!(%error, "Listing the host's interfaces failed.");
+                return;
+            }
+        };
+        for iface in ifaces.into_keys().filter(|i| i != "lo") {
+            let spec = TargetSpec::Path {
+                path: path.clone(),
+                interface: iface.clone(),
+            };
+            let c = self.capture.clone();
+            match tokio::task::spawn_blocking(move || c.add_target(&spec, &TargetMeta::default()))
+                .await
+            {
+                Ok(Ok(_)) => self.host.push(iface),
+                Ok(Err(error)) => {
+                    warn!(%error, interface = %iface, "Cannot capture on a host interface.")
+                }
+                Err(error) => warn!(%error, "Attaching a host interface failed."),
+            }
+        }
+    }
+
+    /// Attaches selected pods that are not attached, detaches those that left, re-attaches
+    /// pods whose IP changed (a new sandbox).
+    pub async fn sync(&mut self, pods: &[Arc<Pod>]) {
+        if self.selector.is_none() {
+            return;
+        }
+        let wanted: BTreeMap<String, (String, IpAddr)> = pods
+            .iter()
+            .filter_map(|p| self.wanted(p))
+            .map(|(uid, name, ip)| (uid, (name, ip)))
+            .collect();
+        let gone: Vec<String> = self
+            .attached
+            .iter()
+            .filter(|(uid, a)| wanted.get(*uid).is_none_or(|(_, ip)| *ip != a.ip))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in gone {
+            if let Some(a) = self.attached.remove(&uid) {
+                info!(pod = %a.name, ip = %a.ip, "Pod left the node (or got a new sandbox); detaching.");
+                if let Err(error) = self.capture.remove_target(a.id) {
+                    warn!(%error, pod = %a.name, "Detaching failed.");
+                }
+            }
+        }
+        self.failing.retain(|uid, _| wanted.contains_key(uid));
+        for (uid, (name, ip)) in wanted {
+            if self.attached.contains_key(&uid) {
+                continue;
+            }
+            let (pod_ns, pod_name) = name.split_once('/').unwrap_or(("", &name));
+            let meta = TargetMeta {
+                pod: Some((pod_ns.to_string(), pod_name.to_string())),
+                pod_uid: Some(uid.clone()),
+            };
+            let c = self.capture.clone();
+            let attach =
+                tokio::task::spawn_blocking(move || c.add_target(&TargetSpec::PodIp(ip), &meta))
+                    .await;
+            match attach {
+                Ok(Ok(id)) => {
+                    info!(pod = %name, %ip, "Attached pod.");
+                    self.failing.remove(&uid);
+                    self.attached.insert(uid, Attached { id, ip, name });
+                }
+                Ok(Err(error)) => {
+                    // Usually the pod's network is not up yet; retried on the next tick.
+                    if self.failing.insert(uid, error.to_string()).is_none() {
+                        warn!(pod = %name, %ip, %error, "Cannot attach the pod yet; retrying.");
+                    }
+                }
+                Err(error) => warn!(pod = %name, %error, "Attaching failed."),
+            }
+        }
+    }
+
+    fn wanted(&self, pod: &Pod) -> Option<Wanted> {
+        let selector = self.selector.as_ref()?;
+        if pod.namespace().as_deref() != Some(self.namespace.as_str())
+            || pod.labels().contains_key(CAPTURE_POD_LABEL)
+            || !selects(selector, pod.labels())
+        {
+            return None;
+        }
+        let spec = pod.spec.as_ref()?;
+        if spec.host_network == Some(true) {
+            return None; // a pod capture never sees the node's traffic
+        }
+        let status = pod.status.as_ref()?;
+        if status.phase.as_deref() != Some("Running") {
+            return None;
+        }
+        let ip: IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
+        Some((
+            pod.uid()?,
+            format!("{}/{}", self.namespace, pod.name_any()),
+            ip,
+        ))
+    }
+
+    /// Attached pods (`namespace/name`), sorted.
+    pub fn pods(&self) -> Vec<String> {
+        let names: BTreeSet<String> = self.attached.values().map(|a| a.name.clone()).collect();
+        names.into_iter().collect()
+    }
+
+    /// Whether anything is being captured.
+    pub fn capturing(&self) -> bool {
+        !self.attached.is_empty() || !self.host.is_empty()
+    }
+
+    /// Why selected pods are not captured, if any are not.
+    pub fn problems(&self) -> Option<String> {
+        (!self.failing.is_empty()).then(|| {
+            self.failing
+                .values()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+}
+
+/// Kubernetes label selector semantics (`matchLabels` AND every expression).
+fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    sel.match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && sel.match_expressions.iter().flatten().all(|r| {
+            let values = r.values.as_deref().unwrap_or_default();
+            let have = labels.get(&r.key);
+            match r.operator.as_str() {
+                "In" => have.is_some_and(|h| values.contains(h)),
+                "NotIn" => have.is_none_or(|h| !values.contains(h)),
+                "Exists" => have.is_some(),
+                "DoesNotExist" => have.is_none(),
+                _ => false,
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    use super::*;
+
+    #[test]
+    fn selector_semantics() {
+        let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        let req = |op: &str, values: &[&str]| LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "app".into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|v| v.to_string()).collect()),
+            }]),
+            ..LabelSelector::default()
+        };
+        assert!(selects(&LabelSelector::default(), &labels));
+        assert!(selects(&req("In", &["web", "api"]), &labels));
+        assert!(!selects(&req("NotIn", &["web"]), &labels));
+        assert!(selects(&req("Exists", &[]), &labels));
+        assert!(!selects(&req("DoesNotExist", &[]), &labels));
+        assert!(!selects(&req("Bogus", &["web"]), &labels));
+        let by_label = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".into(), "db".into())])),
+            ..LabelSelector::default()
+        };
+        assert!(!selects(&by_label, &labels));
+    }
+}

@@ -1,0 +1,218 @@
+//! Reporting into `status.nodes[N]` of the capture (merge patch on the status subresource).
+//! Only this node's entry is written, and of it only what the capture process knows: state,
+//! attached pods, packets, bytes, drops, files and a message. The Job name is the scheduler's.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+};
+use nightcap_api::{
+    CaptureFile, NodeCaptureState, NodeCaptureStatus, PacketCapture, PacketCaptureStatus,
+};
+use nightcap_storage::{CaptureFileInfo, Lister};
+use serde_json::{Value, json};
+use tracing::warn;
+
+use super::pods::Targets;
+use crate::{Capture, Summary};
+
+/// List the node's files in storage at most this often while capturing.
+const LIST_EVERY: Duration = Duration::from_secs(5);
+
+pub(super) struct Reporter {
+    api: Api<PacketCapture>,
+    namespace: String,
+    name: String,
+    uid: String,
+    node: String,
+    lister: Lister,
+    /// Counts an earlier Job on this node reported (a new process counts from zero).
+    base_packets: u64,
+    base_drops: u64,
+    files: Vec<CaptureFile>,
+    listed: Option<Instant>,
+    sent: Option<Value>,
+    warned: bool,
+}
+
+fn time(t: chrono::DateTime<chrono::Utc>) -> Option<Time> {
+    jiff::Timestamp::from_millisecond(t.timestamp_millis())
+        .ok()
+        .map(Time)
+}
+
+fn file(f: CaptureFileInfo) -> CaptureFile {
+    CaptureFile {
+        key: f.key,
+        pods: f.pods,
+        start: time(f.start),
+        end: f.end.and_then(time),
+        packets: f.packets.unwrap_or(0),
+        bytes: f.bytes,
+        sha256: f.sha256,
+    }
+}
+
+impl Reporter {
+    pub fn new(api: Api<PacketCapture>, pc: &PacketCapture, node: &str, lister: Lister) -> Self {
+        let before = pc
+            .status
+            .as_ref()
+            .and_then(|s| s.nodes.get(node))
+            .cloned()
+            .unwrap_or_default();
+        Self {
+            api,
+            namespace: pc.namespace().unwrap_or_default(),
+            name: pc.name_any(),
+            uid: pc.uid().unwrap_or_default(),
+            node: node.into(),
+            lister,
+            base_packets: before.packets,
+            base_drops: before.drops,
+            files: before.files,
+            listed: None,
+            sent: None,
+            warned: false,
+        }
+    }
+
+    /// Refreshes the file list from storage (object attributes give packets, times, SHA-256).
+    async fn list(&mut self, force: bool) {
+        if !force && self.listed.is_some_and(|t| t.elapsed() < LIST_EVERY) {
+            return;
+        }
+        self.listed = Some(Instant::now());
+        let mut known = PacketCaptureStatus::default();
+        known.nodes.insert(
+            self.node.clone(),
+            NodeCaptureStatus {
+                files: self.files.clone(),
+                ..NodeCaptureStatus::default()
+            },
+        );
+        match self
+            .lister
+            .capture_files(&self.namespace, &self.name, Some(&self.uid), Some(&known))
+            .await
+        {
+            Ok(all) => {
+                self.files = all
+                    .into_iter()
+                    .filter(|f| f.node == self.node)
+                    .map(file)
+                    .collect();
+            }
+            Err(error) => warn!(%error, "Cannot list this node's files in storage; retrying."),
+        }
+    }
+
+    async fn send(&mut self, entry: Value) {
+        if self.sent.as_ref() == Some(&entry) {
+            return;
+        }
+        let patch = json!({ "status": { "nodes": { self.node.clone(): entry.clone() } } });
+        match self
+            .api
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                self.sent = Some(entry);
+                self.warned = false;
+            }
+            Err(error) => {
+                if !self.warned {
+                    warn!(%error, "Cannot update the capture's status; retrying.");
+                    self.warned = true;
+                }
+            }
+        }
+    }
+
+    fn entry(
+        &self,
+        state: NodeCaptureState,
+        pods: Vec<String>,
+        packets: u64,
+        drops: u64,
+        message: Option<String>,
+    ) -> Value {
+        json!({
+            "state": state,
+            "pods": pods,
+            "packets": packets,
+            "bytes": self.files.iter().map(|f| f.bytes).sum::<u64>(),
+            "drops": drops,
+            "files": self.files,
+            "message": message,
+        })
+    }
+
+    /// The state while capturing.
+    pub async fn report(&mut self, capture: &Capture, targets: &Targets, force: bool) {
+        self.list(force).await;
+        let matched = capture.counters().map(|c| c.matched).unwrap_or(0);
+        let state = if targets.capturing() {
+            NodeCaptureState::Capturing
+        } else {
+            NodeCaptureState::WaitingForTraffic
+        };
+        let entry = self.entry(
+            state,
+            targets.pods(),
+            self.base_packets + matched,
+            self.base_drops,
+            targets.problems(),
+        );
+        self.send(entry).await;
+    }
+
+    /// Capturing has stopped; the last file is being uploaded.
+    pub async fn uploading(&mut self, targets: &Targets) {
+        let packets = self
+            .sent
+            .as_ref()
+            .and_then(|s| s["packets"].as_u64())
+            .unwrap_or(self.base_packets);
+        let entry = self.entry(
+            NodeCaptureState::Uploading,
+            targets.pods(),
+            packets,
+            self.base_drops,
+            None,
+        );
+        self.send(entry).await;
+    }
+
+    /// Every file is uploaded (or left in the spool, which the message says).
+    pub async fn finished(&mut self, summary: &Summary) {
+        self.list(true).await;
+        let message = if summary.spool_left.is_empty() {
+            format!("Finished ({:?}); every file is uploaded.", summary.stop)
+        } else {
+            format!(
+                "{} file(s) could not be uploaded yet and remain in the spool.",
+                summary.spool_left.len()
+            )
+        };
+        let entry = self.entry(
+            NodeCaptureState::Finished,
+            Vec::new(),
+            self.base_packets + summary.packets_written,
+            self.base_drops + summary.packets_dropped,
+            Some(message),
+        );
+        // The final report matters: retry a few times.
+        for _ in 0..5 {
+            self.send(entry.clone()).await;
+            if self.sent.as_ref() == Some(&entry) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
