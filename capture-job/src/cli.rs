@@ -169,8 +169,8 @@ fn plan(args: &CaptureArgs) -> Result<Plan> {
             })?,
         block_count: args.ring_blocks.max(1),
         // A partly filled block reaches user space after this long: bounds the delay of a
-        // quiet capture without waking the process more than ~10 times a second.
-        block_timeout_ms: 100,
+        // quiet capture without waking the process more than ~5 times a second.
+        block_timeout_ms: 200,
     };
     let mut targets = Vec::new();
     for name in &args.netns {
@@ -359,25 +359,12 @@ async fn capture(plan: Plan, output: &str) -> Result<Summary> {
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::Invalid(format!("cannot handle SIGTERM: {e}")))?;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::Invalid(format!("cannot handle SIGINT: {e}")))?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => {
-                info!("SIGTERM: closing and uploading the open file.");
-                break;
-            }
-            _ = int.recv() => {
-                info!("SIGINT: closing and uploading the open file.");
-                break;
-            }
-            _ = tick.tick() => {
-                if capture.is_finished() {
-                    break;
-                }
-            }
-        }
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: closing and uploading the open file."),
+        _ = int.recv() => info!("SIGINT: closing and uploading the open file."),
+        () = capture.ended() => {}
     }
     capture.stop();
     capture.finish().await
