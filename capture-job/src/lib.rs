@@ -11,8 +11,8 @@
 
 mod capture;
 mod cli;
-mod kube_mode;
 pub mod engine;
+mod kube_mode;
 pub mod pcapng;
 pub mod spool;
 pub mod target;
@@ -21,8 +21,8 @@ use std::{net::IpAddr, path::Path};
 
 pub use capture::{Capture, CaptureOptions, Summary, TargetId};
 pub use cli::{CaptureArgs, run};
-pub use kube_mode::KubeArgs;
 pub use engine::{EngineStats, FileIdentity, StopReason};
+pub use kube_mode::KubeArgs;
 pub use target::{TargetMeta, TargetSpec};
 
 /// Everything that can go wrong in a capture.
