@@ -35,6 +35,11 @@ fn vm_hwm_mib() -> f64 {
 }
 
 async fn upload_capture(store: &Store, name: &str, files: u64) {
+    let to = if store.backend == "s3" {
+        "S3Server"
+    } else {
+        "local dir"
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let size = TOTAL / files;
     let local = dir.path().join("f.pcapng");
@@ -53,13 +58,17 @@ async fn upload_capture(store: &Store, name: &str, files: u64) {
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "upload  {files:>3} file(s) x {:>5} MiB: {:>7.1} MB/s (Uploader -> S3Server)",
+        "upload  {files:>3} file(s) x {:>5} MiB: {:>7.1} MB/s (Uploader -> {to})",
         size >> 20,
         TOTAL as f64 / 1e6 / secs
     );
 }
 
 async fn download(base: &str, name: &str, files: u64) {
+    download_labelled(base, name, files, "S3Server").await;
+}
+
+async fn download_labelled(base: &str, name: &str, files: u64, from: &str) {
     let http = reqwest::Client::new();
     // Reset peak RSS (Linux: 5 > clear_refs), then download the archive once.
     std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM");
@@ -81,7 +90,7 @@ async fn download(base: &str, name: &str, files: u64) {
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "zip     {files:>3} file(s), {:>5} MiB: {:>7.1} MB/s, {:.2} s, peak RSS {:.1} MiB (was {:.1} MiB before)",
+        "zip     {files:>3} file(s), {:>5} MiB from {from:<8}: {:>7.1} MB/s, {:.2} s, peak RSS {:.1} MiB (was {:.1} MiB before)",
         total >> 20,
         total as f64 / 1e6 / secs,
         secs,
@@ -164,6 +173,21 @@ fn main() {
             download(&gw.base, "one", 1).await;
             download(&gw.base, "hundred", 100).await;
         }
+        // The gateway pipeline without the S3 server in the path: a local directory store.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local =
+            nightcap_storage::StoreConfig::from_url(&format!("file://{}", dir.path().display()))
+                .expect("file URL")
+                .open()
+                .expect("open");
+        upload_capture(&local, "one", 1).await;
+        upload_capture(&local, "hundred", 100).await;
+        let (lgw, _) = serve_counting(&local, token_access(), |s| {
+            Arc::new(StoredCaptures::new(s.store, s.prefix))
+        })
+        .await;
+        download_labelled(&lgw.base, "one", 1, "local").await;
+        download_labelled(&lgw.base, "hundred", 100, "local").await;
         presign(&store).await;
     });
 }

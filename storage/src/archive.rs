@@ -1,6 +1,9 @@
 //! A zip archive of objects, streamed: entries are written as they are read from the store, so
-//! memory stays flat whatever the total size (a few chunks in flight plus ~100 bytes of central
-//! directory per entry).
+//! memory stays flat whatever the total size (a few 1 MiB ranges in flight plus ~100 bytes of
+//! central directory per entry). Objects are read with ranged GETs, several at a time and across
+//! file boundaries, so one slow request or many small files do not stall the stream; sizes come
+//! from the listing (capture files are immutable once uploaded — one that changed size ends the
+//! stream with an error).
 //!
 //! Entries are *stored* (pcapng files are served as they are; deflate would cap throughput far
 //! below the network). Each local header sets general-purpose bit 3 and the CRC-32 and sizes
@@ -17,10 +20,32 @@ use object_store::{ObjectStore, ObjectStoreExt, path::Path};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-/// Chunks buffered between the reader task and the HTTP body.
-const CHANNEL_DEPTH: usize = 8;
-/// Target size of the chunks sent to the HTTP body (memory: about `CHANNEL_DEPTH` of these).
+/// Frames buffered between the reader task and the HTTP body.
+const CHANNEL_DEPTH: usize = 4;
+/// Largest frame handed to the HTTP body.
 const COALESCE: usize = 256 * 1024;
+
+/// How objects are read while zipping. Memory in flight is about `range_bytes × parallel`
+/// (plus allocator slack); throughput from a remote store grows with both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZipOptions {
+    /// Bytes per ranged GET. Default: 1 MiB.
+    pub range_bytes: u64,
+    /// Ranged GETs in flight (read-ahead, across file boundaries). Default: 4.
+    pub parallel: usize,
+    /// Write ZIP64 records for every entry (tests of the ZIP64 path). Default: only when needed.
+    pub force_zip64: bool,
+}
+
+impl Default for ZipOptions {
+    fn default() -> Self {
+        Self {
+            range_bytes: 1 << 20,
+            parallel: 4,
+            force_zip64: false,
+        }
+    }
+}
 const U32_MAX: u64 = 0xFFFF_FFFF;
 const FLAG_DESCRIPTOR: u16 = 0x0008;
 const FLAG_UTF8: u16 = 0x0800;
@@ -50,18 +75,18 @@ pub fn zip_stream(
     store: Arc<dyn ObjectStore>,
     entries: Vec<ArchiveEntry>,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    zip_stream_with(store, entries, false)
+    zip_stream_with(store, entries, ZipOptions::default())
 }
 
-/// [`zip_stream`], optionally forcing ZIP64 records for every entry (tests of the ZIP64 path).
+/// [`zip_stream`] with explicit [`ZipOptions`].
 pub fn zip_stream_with(
     store: Arc<dyn ObjectStore>,
     entries: Vec<ArchiveEntry>,
-    force_zip64: bool,
+    opts: ZipOptions,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     tokio::spawn(async move {
-        if let Err(WriteError::Io(e)) = write_zip(&store, entries, force_zip64, &tx).await {
+        if let Err(WriteError::Io(e)) = write_zip(&store, entries, opts, &tx).await {
             warn!(error = %e, "Zip stream failed.");
             let _ = tx.send(Err(e)).await;
         }
@@ -98,73 +123,121 @@ struct Central {
     date: u16,
 }
 
+/// One piece of work: a byte range of one entry (or its inline bytes), in archive order.
+struct Piece {
+    entry: usize,
+    range: std::ops::Range<u64>,
+    first: bool,
+    last: bool,
+}
+
+/// Splits every entry into ranges of at most `range` bytes (one empty piece for an empty entry).
+fn pieces(entries: &[ArchiveEntry], range: u64) -> Vec<Piece> {
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let size = if e.location.is_some() {
+            e.size
+        } else {
+            e.inline.len() as u64
+        };
+        let mut start = 0;
+        loop {
+            let end = (start + range).min(size);
+            out.push(Piece {
+                entry: i,
+                range: start..end,
+                first: start == 0,
+                last: end == size,
+            });
+            if end == size {
+                break;
+            }
+            start = end;
+        }
+    }
+    out
+}
+
+async fn fetch(
+    store: Arc<dyn ObjectStore>,
+    entry: &ArchiveEntry,
+    range: std::ops::Range<u64>,
+) -> Result<Bytes, WriteError> {
+    let Some(loc) = &entry.location else {
+        return Ok(entry.inline.slice(range.start as usize..range.end as usize));
+    };
+    if range.is_empty() {
+        return Ok(Bytes::new());
+    }
+    let want = range.end - range.start;
+    let got = store
+        .get_range(loc, range)
+        .await
+        .map_err(|err| WriteError::Io(std::io::Error::other(format!("{loc}: {err}"))))?;
+    if got.len() as u64 != want {
+        return Err(WriteError::Io(std::io::Error::other(format!(
+            "{loc}: expected {want} bytes, read {}; the object changed while being archived",
+            got.len()
+        ))));
+    }
+    Ok(got)
+}
+
 async fn write_zip(
     store: &Arc<dyn ObjectStore>,
     entries: Vec<ArchiveEntry>,
-    force_zip64: bool,
+    opts: ZipOptions,
     tx: &mpsc::Sender<std::io::Result<Bytes>>,
 ) -> Result<(), WriteError> {
+    let force_zip64 = opts.force_zip64;
     let mut w = Writer { tx, offset: 0 };
     let mut central = Vec::with_capacity(entries.len());
-    for e in entries {
+    let plan = pieces(&entries, opts.range_bytes.max(64 * 1024));
+    let entries_ref = &entries;
+    // Ranges are read `parallel` at a time (across entry boundaries) and written in order.
+    let mut data = futures::stream::iter(plan)
+        .map(|p| async move {
+            let bytes = fetch(store.clone(), &entries_ref[p.entry], p.range.clone()).await?;
+            Ok::<_, WriteError>((p, bytes))
+        })
+        .buffered(opts.parallel.max(1));
+    let mut crc = Digest::new(CrcAlgorithm::Crc32IsoHdlc);
+    let mut size = 0u64;
+    let mut offset = 0u64;
+    while let Some(item) = data.next().await {
+        let (p, bytes) = item?;
+        let e = &entries[p.entry];
         let zip64 = force_zip64 || e.size >= U32_MAX;
         let (time, date) = dos_time(e.modified);
-        let offset = w.offset;
-        w.send(local_header(&e.name, zip64, time, date)).await?;
-        let mut crc = Digest::new(CrcAlgorithm::Crc32IsoHdlc);
-        let mut size = 0u64;
-        match &e.location {
-            None => {
-                crc.update(&e.inline);
-                size = e.inline.len() as u64;
-                w.send(e.inline.clone()).await?;
-            }
-            Some(loc) => {
-                let got = store.get(loc).await.map_err(|err| {
-                    WriteError::Io(std::io::Error::other(format!("{loc}: {err}")))
-                })?;
-                let mut body = got.into_stream();
-                // Stores hand out small chunks (s3s-fs: 4 KiB); coalesce them so the channel
-                // and the HTTP body see fewer, larger frames.
-                let mut buf = BytesMut::with_capacity(COALESCE);
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|err| {
-                        WriteError::Io(std::io::Error::other(format!("{loc}: {err}")))
-                    })?;
-                    crc.update(&chunk);
-                    size += chunk.len() as u64;
-                    if buf.is_empty() && chunk.len() >= COALESCE {
-                        w.send(chunk).await?;
-                        continue;
-                    }
-                    buf.extend_from_slice(&chunk);
-                    if buf.len() >= COALESCE {
-                        w.send(buf.split().freeze()).await?;
-                    }
-                }
-                if !buf.is_empty() {
-                    w.send(buf.split().freeze()).await?;
-                }
-            }
+        if p.first {
+            offset = w.offset;
+            crc = Digest::new(CrcAlgorithm::Crc32IsoHdlc);
+            size = 0;
+            w.send(local_header(&e.name, zip64, time, date)).await?;
         }
-        if size >= U32_MAX && !zip64 {
-            return Err(WriteError::Io(std::io::Error::other(format!(
-                "{} grew past 4 GiB while being archived",
-                e.name
-            ))));
+        crc.update(&bytes);
+        size += bytes.len() as u64;
+        // Hand the body frames of at most COALESCE bytes (slices share the buffer).
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let n = rest.len().min(COALESCE);
+            w.send(rest.split_to(n)).await?;
         }
-        let crc = crc.finalize() as u32;
-        w.send(descriptor(crc, size, zip64)).await?;
-        central.push(Central {
-            name: e.name,
-            crc,
-            size,
-            offset,
-            zip64,
-            time,
-            date,
-        });
+        if p.last {
+            let crc = crc.clone().finalize() as u32;
+            w.send(descriptor(crc, size, zip64)).await?;
+            central.push(Central {
+                name: e.name.clone(),
+                crc,
+                size,
+                offset,
+                zip64,
+                time,
+                date,
+            });
+        }
     }
+    drop(data);
     let cd_start = w.offset;
     let mut cd = BytesMut::new();
     for c in &central {

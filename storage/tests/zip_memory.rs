@@ -51,6 +51,7 @@ async fn two_gib_zip_streams_in_flat_memory() {
 
     // Reset the peak-RSS counter (Linux: writing 5 to clear_refs resets VmHWM).
     std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM");
+    let before = vm_hwm();
     let resp = reqwest::Client::new()
         .get(format!(
             "{}/v1/namespaces/big/packetcaptures/huge/files.zip",
@@ -74,10 +75,11 @@ async fn two_gib_zip_streams_in_flat_memory() {
     }
     let peak = vm_hwm();
     println!(
-        "files.zip of {} MiB: received {} bytes, peak RSS {:.1} MiB",
+        "files.zip of {} MiB: received {} bytes, peak RSS {:.1} MiB (RSS before: {:.1} MiB)",
         (FILES * FILE_BYTES) >> 20,
         total,
-        peak as f64 / (1 << 20) as f64
+        peak as f64 / (1 << 20) as f64,
+        before as f64 / (1 << 20) as f64
     );
     assert!(
         total > FILES * FILE_BYTES,

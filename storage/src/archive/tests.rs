@@ -46,7 +46,13 @@ async fn build_on(
         });
         expected.push((name, data));
     }
-    let chunks: Vec<Bytes> = zip_stream_with(store, entries, force_zip64)
+    let opts = ZipOptions {
+        force_zip64,
+        // Small ranges so that entries span several ranges.
+        range_bytes: 64 * 1024,
+        ..ZipOptions::default()
+    };
+    let chunks: Vec<Bytes> = zip_stream_with(store, entries, opts)
         .map(|c| c.expect("chunk"))
         .collect()
         .await;

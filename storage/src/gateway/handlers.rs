@@ -29,7 +29,7 @@ use super::{
     sign::{LinkError, ShareClaims},
 };
 use crate::{
-    archive::{ArchiveEntry, zip_stream},
+    archive::{ArchiveEntry, zip_stream_with},
     error::Error,
     layout::{CaptureKey, check_capture, check_namespace},
     list::CaptureFileInfo,
@@ -408,7 +408,11 @@ async fn zip_response(
         modified: i.last_modified,
     }));
     info!(namespace = %ns, name = %name, files = infos.len(), "Streaming files.zip.");
-    let body = Body::from_stream(zip_stream(state.store.store.clone(), entries));
+    let body = Body::from_stream(zip_stream_with(
+        state.store.store.clone(),
+        entries,
+        state.options.zip,
+    ));
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip".to_string()),

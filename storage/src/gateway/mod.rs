@@ -52,6 +52,8 @@ pub struct GatewayOptions {
     pub link_default_expiry: Duration,
     /// Longest expiry a caller may ask for (≤ 7 days).
     pub max_expiry: Duration,
+    /// How files.zip reads objects (range size, read-ahead).
+    pub zip: crate::archive::ZipOptions,
 }
 
 impl Default for GatewayOptions {
@@ -61,6 +63,7 @@ impl Default for GatewayOptions {
             default_expiry: Duration::from_secs(15 * 60),
             link_default_expiry: Duration::from_secs(24 * 3600),
             max_expiry: MAX_PRESIGN,
+            zip: crate::archive::ZipOptions::default(),
         }
     }
 }
@@ -217,6 +220,12 @@ pub struct GatewayArgs {
     /// 0 turns retention off).
     #[arg(long, env = "NIGHTCAP_RETENTION_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub retention_interval: Duration,
+    /// files.zip reads objects in ranged GETs of this many bytes …
+    #[arg(long, env = "NIGHTCAP_GATEWAY_ZIP_RANGE_BYTES", default_value_t = 1 << 20)]
+    pub zip_range_bytes: u64,
+    /// … this many at a time per download (memory ≈ range × parallel; raise both for remote S3).
+    #[arg(long, env = "NIGHTCAP_GATEWAY_ZIP_PARALLEL", default_value_t = 4)]
+    pub zip_parallel: usize,
 }
 
 /// Runs the gateway until the process is stopped.
@@ -252,6 +261,11 @@ pub async fn run(args: GatewayArgs) -> Result<()> {
         default_expiry: args.default_expiry,
         link_default_expiry: args.link_expiry,
         max_expiry: args.max_expiry,
+        zip: crate::archive::ZipOptions {
+            range_bytes: args.zip_range_bytes,
+            parallel: args.zip_parallel,
+            force_zip64: false,
+        },
     };
     let (access, captures, client): (Arc<dyn Access>, Arc<dyn Captures>, _) = match args.auth {
         AuthMode::Kubernetes => {
