@@ -68,7 +68,7 @@ pub struct JobArgs {
         default_value = "nightcap-capture"
     )]
     pub capture_service_account: String,
-    /// Secret with the default store's settings (NIGHTCAP_STORE, credentials); a capture with
+    /// Secret with the default store's settings (NIGHTCAP_OUTPUT, AWS_* credentials); a capture with
     /// `spec.storage: NAME` uses `<secret>-NAME`.
     #[arg(
         long,

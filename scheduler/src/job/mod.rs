@@ -316,7 +316,7 @@ fn container(
             "capture".into(),
             "--capture".into(),
             format!("{capture_ns}/{name}"),
-            "--capture-uid".into(),
+            "--uid".into(),
             uid.into(),
             "--node".into(),
             "$(NODE_NAME)".into(),

@@ -182,7 +182,7 @@ fn job_spec_is_pinned_bounded_and_least_privileged() {
             "capture",
             "--capture",
             "team-a/web-debug",
-            "--capture-uid",
+            "--uid",
             UID,
             "--node",
             "$(NODE_NAME)"
