@@ -168,9 +168,10 @@ fn plan(args: &CaptureArgs) -> Result<Plan> {
                 Error::Invalid("--ring-block-size must be a power of two from 4KiB to 2GiB".into())
             })?,
         block_count: args.ring_blocks.max(1),
-        // A partly filled block reaches user space after this long: bounds the delay of a
-        // quiet capture without waking the process more than ~5 times a second.
-        block_timeout_ms: 200,
+        // A partly filled block reaches user space after this long (libpcap uses tcpdump's
+        // 1 s timeout too): a quiet capture wakes once a second; stopping waits this long
+        // for the last block.
+        block_timeout_ms: 1000,
     };
     let mut targets = Vec::new();
     for name in &args.netns {

@@ -58,7 +58,7 @@ fn sigterm_mid_file_uploads_the_open_file_to_s3() {
         .expect("nightcap-capture attaches to the pod");
     pod.send_udp(SocketAddr::new(IpAddr::V4(pod.host_ipv4()), 6100), 50, 64)
         .expect("send");
-    // SIGTERM at once: the packets are still in the ring's open block (200 ms block timeout),
+    // SIGTERM at once: the packets are still in the ring's open block (1 s block timeout),
     // which the capture must wait for and write before closing the file.
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
