@@ -42,6 +42,10 @@ struct Args {
     /// CustomResourceDefinition YAML files (multi-document allowed) to register at start.
     #[arg(long = "crd", env = "NIGHTCAP_TESTCLUSTER_CRDS", value_delimiter = ',')]
     crds: Vec<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS. kubectl sends no bearer token over plain HTTP, so
+    /// token-less requests then act as `admin` (like the old insecure port).
+    #[arg(long, env = "NIGHTCAP_TESTCLUSTER_INSECURE_HTTP")]
+    insecure_http: bool,
     /// Directory for pod working directories and logs (default: a temporary directory).
     #[arg(long, env = "NIGHTCAP_TESTCLUSTER_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -78,11 +82,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    // kubectl never sends bearer tokens over plain HTTP, so token-less requests act as admin
-    // (like the old insecure port); kube-rs clients and curl do send the per-user tokens.
     let opts = ServerOptions {
         port: args.port,
-        anonymous_user: Some("admin".into()),
+        tls: !args.insecure_http,
+        anonymous_user: args.insecure_http.then(|| "admin".to_string()),
         ..ServerOptions::default()
     };
     let server = ApiServer::start_with(policy(&args.users), opts)

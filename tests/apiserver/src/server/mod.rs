@@ -5,6 +5,7 @@ mod http;
 mod resource;
 mod reviews;
 mod table;
+mod tls;
 mod watch;
 
 use std::{
@@ -41,6 +42,9 @@ pub struct ServerOptions {
     /// Treat requests without a bearer token as this user instead of `system:anonymous`, like
     /// the old insecure port: kubectl never sends tokens over plain HTTP.
     pub anonymous_user: Option<String>,
+    /// Serve HTTPS with a CA made at start-up (clients from this server trust it; the
+    /// kubeconfig carries it). kubectl sends bearer tokens only over TLS.
+    pub tls: bool,
 }
 
 impl Default for ServerOptions {
@@ -51,6 +55,7 @@ impl Default for ServerOptions {
             bookmark_interval: Duration::from_secs(5),
             nightcap_crds: true,
             anonymous_user: None,
+            tls: false,
         }
     }
 }
@@ -90,6 +95,8 @@ impl Shared {
 pub struct ApiServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// The CA (PEM, DER) when serving TLS.
+    ca: Option<(String, Vec<u8>)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -131,6 +138,13 @@ impl ApiServer {
             kinds::bootstrap(st, &mut ctx);
         });
         let server_crds = shared.opts.nightcap_crds;
+        let tls = if shared.opts.tls {
+            Some(tls::generate()?)
+        } else {
+            None
+        };
+        let ca = tls.as_ref().map(|t| (t.ca_pem.clone(), t.ca_der.clone()));
+        let acceptor = tls.map(|t| t.acceptor);
         let router = http::router(shared.clone());
         let accept = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
@@ -139,11 +153,14 @@ impl ApiServer {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let svc = TowerToHyperService::new(router.clone());
+                        let acceptor = acceptor.clone();
                         conns.spawn(async move {
-                            let conn = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), svc);
-                            if let Err(e) = conn.await {
-                                tracing::debug!(error = %e, "API connection ended with an error.");
+                            match acceptor {
+                                None => serve(stream, svc).await,
+                                Some(acc) => match acc.accept(stream).await {
+                                    Ok(tls_stream) => serve(tls_stream, svc).await,
+                                    Err(e) => tracing::debug!(error = %e, "TLS handshake failed."),
+                                },
                             }
                         });
                     }
@@ -155,6 +172,7 @@ impl ApiServer {
         let server = Self {
             shared,
             addr,
+            ca,
             tasks: vec![accept, gc_task],
         };
         if server_crds {
@@ -165,9 +183,15 @@ impl ApiServer {
         Ok(server)
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with [`ServerOptions::tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA certificate (PEM) clients must trust, when serving TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_ref().map(|(pem, _)| pem.as_str())
     }
 
     /// The listening port.
@@ -236,6 +260,9 @@ impl ApiServer {
         let mut cfg = kube::Config::new(uri);
         cfg.default_namespace = "default".into();
         cfg.read_timeout = None;
+        if let Some((_, der)) = &self.ca {
+            cfg.root_cert = Some(vec![der.clone()]);
+        }
         Ok(cfg)
     }
 
@@ -260,10 +287,16 @@ impl ApiServer {
             .iter()
             .map(|u| json!({"name": u.name, "context": {"cluster": "testcluster", "user": u.name, "namespace": "default"}}))
             .collect();
+        let mut cluster = json!({"server": self.url()});
+        if let Some(pem) = self.ca_pem() {
+            use base64::Engine;
+            cluster["certificate-authority-data"] =
+                json!(base64::engine::general_purpose::STANDARD.encode(pem));
+        }
         let doc = json!({
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "testcluster", "cluster": {"server": self.url()}}],
+            "clusters": [{"name": "testcluster", "cluster": cluster}],
             "users": users,
             "contexts": contexts,
             "current-context": current,
@@ -365,6 +398,16 @@ impl ApiServer {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+}
+
+async fn serve<I>(io: I, svc: TowerToHyperService<axum::Router>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "API connection ended with an error.");
     }
 }
 
