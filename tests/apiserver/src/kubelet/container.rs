@@ -344,11 +344,23 @@ pub(crate) fn spawn(l: &Launch) -> Result<tokio::process::Child> {
 pub(crate) fn write_kubeconfig(
     path: &Path,
     server: &str,
+    ca_pem: Option<&str>,
     token: &str,
     namespace: &str,
 ) -> Result<()> {
+    use base64::Engine;
+    let ca = ca_pem
+        .map(|pem| {
+            format!(
+                "\n    certificate-authority-data: {}",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            )
+        })
+        .unwrap_or_default();
     let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: testcluster\n  cluster:\n    server: {server}\nusers:\n- name: pod\n  user:\n    token: {token}\ncontexts:\n- name: pod\n  context:\n    cluster: testcluster\n    user: pod\n    namespace: {namespace}\ncurrent-context: pod\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: testcluster\n  cluster:\n    server: {server}{ca}\n\
+         users:\n- name: pod\n  user:\n    token: {token}\ncontexts:\n- name: pod\n  context:\n    \
+         cluster: testcluster\n    user: pod\n    namespace: {namespace}\ncurrent-context: pod\n"
     );
     std::fs::write(path, text).map_err(|source| Error::Io {
         what: format!("writing {}", path.display()),

@@ -125,6 +125,7 @@ pub(crate) struct Ctx {
     pub opts: KubeletOptions,
     pub state_dir: PathBuf,
     pub server_url: String,
+    pub ca_pem: Option<String>,
     pub shared: Arc<Shared>,
     pub pids: Pids,
 }
@@ -156,6 +157,7 @@ impl FakeKubelet {
             opts,
             state_dir: state_dir.clone(),
             server_url: server.url(),
+            ca_pem: server.ca_pem().map(str::to_string),
             shared: server.shared().clone(),
             pids: Pids::default(),
         };

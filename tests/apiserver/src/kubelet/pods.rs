@@ -428,7 +428,13 @@ impl Worker {
             )?;
         }
         let kubeconfig = dir.join("kubeconfig");
-        container::write_kubeconfig(&kubeconfig, &self.ctx.server_url, &token, &ns)?;
+        container::write_kubeconfig(
+            &kubeconfig,
+            &self.ctx.server_url,
+            self.ctx.ca_pem.as_deref(),
+            &token,
+            &ns,
+        )?;
         let mut env = std::collections::BTreeMap::new();
         env.insert(
             "PATH".to_string(),
