@@ -119,6 +119,35 @@ async fn raw_get(store: &Store, name: &str, files: u64) {
     );
 }
 
+/// Baseline: ranged GETs of `range` bytes, `parallel` at a time.
+async fn raw_ranged(store: &Store, name: &str, files: u64, range: u64, parallel: usize) {
+    use object_store::ObjectStoreExt;
+    let size = TOTAL / files;
+    let jobs: Vec<_> = (0..files)
+        .flat_map(|seq| {
+            let path = key("bench", name, UID_A, "node-1", seq).to_path(&store.prefix);
+            (0..size.div_ceil(range))
+                .map(move |i| (path.clone(), i * range..((i + 1) * range).min(size)))
+        })
+        .collect();
+    let t = Instant::now();
+    let total: u64 = futures::stream::iter(jobs)
+        .map(|(p, r)| {
+            let s = store.store.clone();
+            async move { s.get_range(&p, r).await.expect("range").len() as u64 }
+        })
+        .buffered(parallel)
+        .fold(0, |a, n| async move { a + n })
+        .await;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "raw GET {files:>3} file(s), {:>5} MiB: {:>7.1} MB/s ({} KiB ranges x {parallel} in flight, baseline)",
+        total >> 20,
+        total as f64 / 1e6 / secs,
+        range >> 10
+    );
+}
+
 async fn presign(store: &Store) {
     let signer = store.signer.clone().expect("S3 signs");
     let keys: Vec<_> = (0..10_000)
@@ -167,6 +196,9 @@ fn main() {
             Arc::new(StoredCaptures::new(s.store, s.prefix))
         })
         .await;
+        for (range, parallel) in [(1 << 20, 4), (8 << 20, 8)] {
+            raw_ranged(&store, "one", 1, range, parallel).await;
+        }
         for _ in 0..2 {
             raw_get(&store, "one", 1).await;
             raw_get(&store, "hundred", 100).await;

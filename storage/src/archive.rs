@@ -1,7 +1,8 @@
 //! A zip archive of objects, streamed: entries are written as they are read from the store, so
-//! memory stays flat whatever the total size (a few 1 MiB ranges in flight plus ~100 bytes of
-//! central directory per entry). Objects are read with ranged GETs, several at a time and across
-//! file boundaries, so one slow request or many small files do not stall the stream; sizes come
+//! memory stays flat whatever the total size (a few 256 KiB frames per range in flight plus ~100
+//! bytes of central directory per entry). Objects are read with ranged GETs, several started at a
+//! time and across file boundaries, so request latency and many small files do not stall the
+//! stream; sizes come
 //! from the listing (capture files are immutable once uploaded — one that changed size ends the
 //! stream with an error).
 //!
@@ -16,7 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use crc_fast::{CrcAlgorithm, Digest};
 use futures::{Stream, StreamExt};
-use object_store::{ObjectStore, ObjectStoreExt, path::Path};
+use object_store::{GetOptions, GetRange, ObjectStore, path::Path};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -25,11 +26,13 @@ const CHANNEL_DEPTH: usize = 4;
 /// Largest frame handed to the HTTP body.
 const COALESCE: usize = 256 * 1024;
 
-/// How objects are read while zipping. Memory in flight is about `range_bytes × parallel`
-/// (plus allocator slack); throughput from a remote store grows with both.
+/// How objects are read while zipping: ranged GETs of `range_bytes`, `parallel` of them in
+/// flight. Memory does not grow with the range size — each range read ahead holds at most a few
+/// 256 KiB frames (about `parallel` MiB in all) and TCP flow control holds the rest at the store —
+/// so larger ranges only mean fewer requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ZipOptions {
-    /// Bytes per ranged GET. Default: 1 MiB.
+    /// Bytes per ranged GET. Default: 16 MiB.
     pub range_bytes: u64,
     /// Ranged GETs in flight (read-ahead, across file boundaries). Default: 4.
     pub parallel: usize,
@@ -40,7 +43,7 @@ pub struct ZipOptions {
 impl Default for ZipOptions {
     fn default() -> Self {
         Self {
-            range_bytes: 1 << 20,
+            range_bytes: 16 << 20,
             parallel: 4,
             force_zip64: false,
         }
@@ -158,29 +161,68 @@ fn pieces(entries: &[ArchiveEntry], range: u64) -> Vec<Piece> {
     out
 }
 
-async fn fetch(
+/// Frames buffered per range being read ahead.
+const RANGE_DEPTH: usize = 4;
+
+type Frames = mpsc::Receiver<Result<Bytes, WriteError>>;
+
+/// Starts reading one range: a task streams it into a small bounded channel (frames of up to
+/// [`COALESCE`] bytes), so a range read ahead holds at most `RANGE_DEPTH` frames in memory while
+/// TCP flow control holds the rest at the store.
+fn start_range(
     store: Arc<dyn ObjectStore>,
     entry: &ArchiveEntry,
     range: std::ops::Range<u64>,
-) -> Result<Bytes, WriteError> {
-    let Some(loc) = &entry.location else {
-        return Ok(entry.inline.slice(range.start as usize..range.end as usize));
+) -> Frames {
+    let (tx, rx) = mpsc::channel(RANGE_DEPTH);
+    let Some(loc) = entry.location.clone() else {
+        let bytes = entry.inline.slice(range.start as usize..range.end as usize);
+        // Capacity ≥ 1: never blocks.
+        let _ = tx.try_send(Ok(bytes));
+        return rx;
     };
     if range.is_empty() {
-        return Ok(Bytes::new());
+        return rx;
     }
-    let want = range.end - range.start;
-    let got = store
-        .get_range(loc, range)
-        .await
-        .map_err(|err| WriteError::Io(std::io::Error::other(format!("{loc}: {err}"))))?;
-    if got.len() as u64 != want {
-        return Err(WriteError::Io(std::io::Error::other(format!(
-            "{loc}: expected {want} bytes, read {}; the object changed while being archived",
-            got.len()
-        ))));
-    }
-    Ok(got)
+    tokio::spawn(async move {
+        let want = range.end - range.start;
+        let err = |e: String| WriteError::Io(std::io::Error::other(format!("{loc}: {e}")));
+        let opts = GetOptions::new().with_range(Some(GetRange::Bounded(range)));
+        let mut body = match store.get_opts(&loc, opts).await {
+            Ok(r) => r.into_stream(),
+            Err(e) => {
+                let _ = tx.send(Err(err(e.to_string()))).await;
+                return;
+            }
+        };
+        let mut got = 0u64;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(err(e.to_string()))).await;
+                    return;
+                }
+            };
+            got += chunk.len() as u64;
+            buf.extend_from_slice(&chunk);
+            if buf.len() >= COALESCE && tx.send(Ok(buf.split().freeze())).await.is_err() {
+                return; // the archive was abandoned
+            }
+        }
+        if !buf.is_empty() && tx.send(Ok(buf.split().freeze())).await.is_err() {
+            return;
+        }
+        if got != want {
+            let _ = tx
+                .send(Err(err(format!(
+                    "expected {want} bytes, read {got}; the object changed while being archived"
+                ))))
+                .await;
+        }
+    });
+    rx
 }
 
 async fn write_zip(
@@ -194,18 +236,18 @@ async fn write_zip(
     let mut central = Vec::with_capacity(entries.len());
     let plan = pieces(&entries, opts.range_bytes.max(64 * 1024));
     let entries_ref = &entries;
-    // Ranges are read `parallel` at a time (across entry boundaries) and written in order.
-    let mut data = futures::stream::iter(plan)
-        .map(|p| async move {
-            let bytes = fetch(store.clone(), &entries_ref[p.entry], p.range.clone()).await?;
-            Ok::<_, WriteError>((p, bytes))
+    // Ranges are started `parallel` at a time (read-ahead across entry boundaries) and written
+    // in order.
+    let mut ranges = futures::stream::iter(plan)
+        .map(|p| {
+            let rx = start_range(store.clone(), &entries_ref[p.entry], p.range.clone());
+            futures::future::ready((p, rx))
         })
         .buffered(opts.parallel.max(1));
     let mut crc = Digest::new(CrcAlgorithm::Crc32IsoHdlc);
     let mut size = 0u64;
     let mut offset = 0u64;
-    while let Some(item) = data.next().await {
-        let (p, bytes) = item?;
+    while let Some((p, mut frames)) = ranges.next().await {
         let e = &entries[p.entry];
         let zip64 = force_zip64 || e.size >= U32_MAX;
         let (time, date) = dos_time(e.modified);
@@ -215,13 +257,11 @@ async fn write_zip(
             size = 0;
             w.send(local_header(&e.name, zip64, time, date)).await?;
         }
-        crc.update(&bytes);
-        size += bytes.len() as u64;
-        // Hand the body frames of at most COALESCE bytes (slices share the buffer).
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let n = rest.len().min(COALESCE);
-            w.send(rest.split_to(n)).await?;
+        while let Some(frame) = frames.recv().await {
+            let frame = frame?;
+            crc.update(&frame);
+            size += frame.len() as u64;
+            w.send(frame).await?;
         }
         if p.last {
             let crc = crc.clone().finalize() as u32;
@@ -237,7 +277,7 @@ async fn write_zip(
             });
         }
     }
-    drop(data);
+    drop(ranges);
     let cd_start = w.offset;
     let mut cd = BytesMut::new();
     for c in &central {

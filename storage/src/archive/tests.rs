@@ -1,7 +1,7 @@
 use std::io::{Cursor, Read};
 
 use chrono::TimeZone;
-use object_store::{PutPayload, memory::InMemory};
+use object_store::{ObjectStoreExt, PutPayload, memory::InMemory};
 
 use super::*;
 

@@ -221,9 +221,9 @@ pub struct GatewayArgs {
     #[arg(long, env = "NIGHTCAP_RETENTION_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub retention_interval: Duration,
     /// files.zip reads objects in ranged GETs of this many bytes …
-    #[arg(long, env = "NIGHTCAP_GATEWAY_ZIP_RANGE_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "NIGHTCAP_GATEWAY_ZIP_RANGE_BYTES", default_value_t = 16 << 20)]
     pub zip_range_bytes: u64,
-    /// … this many at a time per download (memory ≈ range × parallel; raise both for remote S3).
+    /// … this many started at a time per download (about 1 MiB of memory each).
     #[arg(long, env = "NIGHTCAP_GATEWAY_ZIP_PARALLEL", default_value_t = 4)]
     pub zip_parallel: usize,
 }
