@@ -224,3 +224,46 @@ fn targets_added_and_removed_while_running_and_pod_ip_resolution() {
     assert_eq!(count("team-a/a\t"), 3 + 5, "{lines:?}");
     assert_eq!(count("team-a/b\t"), 6 + 8, "{lines:?}");
 }
+
+#[test]
+fn max_packets_and_duration_stop_the_capture() {
+    require_root();
+    let pod = NetnsPod::new();
+    let rt = runtime();
+    let _g = rt.enter();
+    let dir = tempdir("limits");
+    let mut opts = options(
+        Some("udp dst port 6006"),
+        &dir.path().join("spool"),
+        "limits",
+    );
+    opts.engine.max_packets = Some(25);
+    let cap = start(opts, local_store(&dir.path().join("out")));
+    cap.add_target(&pod_target(&pod), &TargetMeta::default())
+        .expect("attach");
+    pod.send_udp(to_host(&pod, 6006), 100, 10).expect("send");
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), cap.ended())
+            .await
+            .expect("the packet limit ends the capture")
+    });
+    let s = rt.block_on(cap.finish()).expect("finish");
+    assert_eq!(s.packets_written, 25, "{s:?}");
+    assert_eq!(s.stop, nightcap_capture_job::StopReason::MaxPackets);
+    let files = pcapng_files(&dir.path().join("out"));
+    assert_eq!(tshark(&files[0], &["frame.len"]).len(), 25);
+
+    let dir = tempdir("limits-duration");
+    let mut opts = options(None, &dir.path().join("spool"), "duration");
+    opts.engine.duration = Some(Duration::from_secs(1));
+    let cap = start(opts, local_store(&dir.path().join("out")));
+    cap.add_target(&pod_target(&pod), &TargetMeta::default())
+        .expect("attach");
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), cap.ended())
+            .await
+            .expect("the duration ends the capture")
+    });
+    let s = rt.block_on(cap.finish()).expect("finish");
+    assert_eq!(s.stop, nightcap_capture_job::StopReason::Duration);
+}
