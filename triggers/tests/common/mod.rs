@@ -29,6 +29,12 @@ pub struct Cluster {
 }
 
 pub async fn cluster() -> Cluster {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            std::env::var("NIGHTCAP_TEST_LOG").unwrap_or_else(|_| "nightcap_triggers=info".into()),
+        )
+        .try_init();
     let server = ApiServer::start(Policy::new())
         .await
         .expect("API test server starts");

@@ -11,14 +11,14 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use nightcap_api::{
-    CaptureSchedule, PacketCapture, TriggerRef,
+    CaptureSchedule, CaptureScheduleStatus, PacketCapture, TriggerRef,
     validation::{ValidationOptions, validate_packet_capture},
 };
 use tokio::sync::watch;
@@ -45,6 +45,14 @@ pub struct CronController {
     clock: SharedClock,
     config: CronConfig,
     missed: Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Timestamp>>>,
+    written: Arc<std::sync::Mutex<std::collections::HashMap<String, Written>>>,
+}
+
+/// The last status written for a schedule and the resourceVersion it was based on.
+#[derive(Debug, Clone)]
+struct Written {
+    based_on: Option<String>,
+    status: CaptureScheduleStatus,
 }
 
 /// The capture a schedule's run creates: the template, in the schedule's namespace, owned by the
@@ -116,6 +124,7 @@ impl CronController {
             clock,
             config,
             missed: Arc::default(),
+            written: Arc::default(),
         }
     }
 
@@ -163,6 +172,33 @@ impl CronController {
 
     /// Plans and applies one schedule at the clock's now; returns when to look again.
     pub async fn sync(&self, schedule: &CaptureSchedule) -> Option<Timestamp> {
+        // The watch may lag behind our own status writes. While the watched object is still the
+        // one a write was based on, plan from what was written; and never let the times go
+        // back to older values than written (the watch may show an intermediate version).
+        let uid = schedule.uid().unwrap_or_default();
+        let rv = schedule.resource_version();
+        let mut fresh = schedule.clone();
+        if let Some(w) = self
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&uid)
+        {
+            if w.based_on == rv {
+                fresh.status = Some(w.status.clone());
+            }
+            let st = fresh.status.get_or_insert_with(Default::default);
+            let newer = |a: &Option<Time>, b: &Option<Time>| {
+                a.as_ref().map(|t| t.0) > b.as_ref().map(|t| t.0)
+            };
+            if newer(&w.status.last_schedule_time, &st.last_schedule_time) {
+                st.last_schedule_time = w.status.last_schedule_time.clone();
+            }
+            if newer(&w.status.last_successful_time, &st.last_successful_time) {
+                st.last_successful_time = w.status.last_successful_time.clone();
+            }
+        }
+        let schedule = &fresh;
         let ns = schedule.namespace().unwrap_or_default();
         let owned = self
             .ledger
@@ -244,8 +280,19 @@ impl CronController {
                 },
             }
         }
-        if schedule.status.clone().unwrap_or_default() != p.status {
-            self.write_status(schedule, &p).await;
+        if schedule.status.clone().unwrap_or_default() != p.status
+            && self.write_status(schedule, &p).await
+        {
+            self.written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    uid,
+                    Written {
+                        based_on: rv,
+                        status: p.status.clone(),
+                    },
+                );
         }
         requeue
     }
@@ -331,7 +378,7 @@ impl CronController {
         }
     }
 
-    async fn write_status(&self, schedule: &CaptureSchedule, p: &CronPlan) {
+    async fn write_status(&self, schedule: &CaptureSchedule, p: &CronPlan) -> bool {
         let api: Api<CaptureSchedule> = Api::namespaced(
             self.client.clone(),
             &schedule.namespace().unwrap_or_default(),
@@ -351,11 +398,15 @@ impl CronController {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        if let Err(error) = api
+        match api
             .patch_status(&schedule.name_any(), &pp, &Patch::Merge(&patch))
             .await
         {
-            warn!(schedule = %schedule.name_any(), %error, "Could not write the schedule status.");
+            Ok(_) => true,
+            Err(error) => {
+                warn!(schedule = %schedule.name_any(), %error, "Could not write the schedule status.");
+                false
+            }
         }
     }
 

@@ -270,12 +270,13 @@ pub fn plan(schedule: &CaptureSchedule, owned: &[(String, Tracked)], now: Timest
             ),
         });
     }
-    if too_many
-        || old
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "TooManyMissedRuns")
-    {
+    // Updated only when a run is due: it tells whether the last due run came after more than
+    // the limit of missed ones.
+    let had = old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "TooManyMissedRuns");
+    if due.is_some() && (too_many || had) {
         let c = condition(
             &old.conditions,
             "TooManyMissedRuns",
