@@ -147,10 +147,14 @@ async fn main() -> anyhow::Result<()> {
             .join(", ")
     );
     println!("pod state: {}", state_dir.display());
-    println!("Press Ctrl-C to stop.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    println!("Press Ctrl-C (or send SIGTERM) to stop.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    // Dropping the kubelets kills their pods' processes and removes their sandboxes.
     drop(kubelets);
     Ok(())
 }
