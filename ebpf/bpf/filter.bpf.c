@@ -228,9 +228,16 @@ static __always_inline int eval_atom(const volatile struct nc_atom *at, const st
 	return 0;
 }
 
+// The loopback device has this index in every network namespace.
+#define NC_LOOPBACK_IFINDEX 1
+
 SEC("socket")
 int nightcap_filter(struct __sk_buff *skb)
 {
+	// Loopback hands each packet to packet sockets twice (as sent, then as received); keep the
+	// received copy only, as libpcap does, so `lo` captures and counters are not doubled.
+	if (skb->pkt_type == PACKET_OUTGOING && skb->ifindex == NC_LOOPBACK_IFINDEX)
+		return 0;
 	__u32 zero = 0;
 	struct nc_scratch *sc = bpf_map_lookup_elem(&nc_scratch, &zero);
 	if (!sc)
