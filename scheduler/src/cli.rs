@@ -98,6 +98,9 @@ pub struct JobArgs {
     /// RUST_LOG of capture pods.
     #[arg(long, env = "NIGHTCAP_CAPTURE_LOG")]
     pub capture_log: Option<String>,
+    /// Mount path of the spool emptyDir in capture pods.
+    #[arg(long, env = "NIGHTCAP_CAPTURE_SPOOL_DIR", default_value = crate::job::SPOOL_DIR)]
+    pub capture_spool_dir: String,
 }
 
 /// Planner tunables.
@@ -112,6 +115,9 @@ pub struct PlanArgs {
     /// Longest accepted capture window.
     #[arg(long, env = "NIGHTCAP_MAX_WINDOW", default_value = "24h", value_parser = duration)]
     pub max_window: Duration,
+    /// How long a capture Job gets to stop by itself (upload, report, exit) before it is deleted.
+    #[arg(long, env = "NIGHTCAP_STOP_GRACE", default_value = "60s", value_parser = duration)]
+    pub stop_grace: Duration,
 }
 
 /// Leader election.
@@ -160,6 +166,8 @@ impl SchedulerArgs {
             namespace: j.job_namespace.clone(),
             priority_class_name: j.capture_priority_class.clone(),
             log_filter: j.capture_log.clone(),
+            spool_dir: j.capture_spool_dir.clone(),
+            exit_when_idle: Some(self.plan.pods_gone_grace),
             ..JobConfig::default()
         }
     }
@@ -170,6 +178,7 @@ impl SchedulerArgs {
             pods_gone_grace: self.plan.pods_gone_grace,
             node_not_ready_grace: self.plan.node_not_ready_grace,
             max_window: self.plan.max_window,
+            stop_grace: self.plan.stop_grace,
         }
     }
 

@@ -27,5 +27,8 @@ pub const SPEC_HASH: &str = "nightcap.dev/spec-hash";
 /// The Job is stopped once this is older than the pods-gone grace period.
 pub const IDLE_SINCE: &str = "nightcap.dev/idle-since";
 
+/// Annotation on capture Jobs that ended by themselves: their end was reported (an Event).
+pub const END_RECORDED: &str = "nightcap.dev/end-recorded";
+
 /// Finalizer on PacketCaptures: the scheduler stops the capture's Jobs before the capture goes.
 pub const FINALIZER: &str = "nightcap.dev/stop-jobs";

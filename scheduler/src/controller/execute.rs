@@ -55,14 +55,24 @@ impl Context {
                 Action::CreateJob(req) => self.create_job(capture, &req).await?,
                 Action::StopJob(stop) => self.stop_job(capture, &stop).await?,
                 Action::MarkJobIdle { job, since, .. } => {
-                    self.annotate_job(capture, &job, json!(since.to_string()))
+                    self.annotate_job(capture, &job, labels::IDLE_SINCE, json!(since.to_string()))
                         .await?;
                 }
                 Action::ClearJobIdle { job, .. } => {
-                    self.annotate_job(capture, &job, serde_json::Value::Null)
+                    self.annotate_job(capture, &job, labels::IDLE_SINCE, serde_json::Value::Null)
                         .await?;
                 }
-                Action::Event(note) => self.publish(capture, &note, None).await,
+                Action::MarkJobEnded { job, .. } => {
+                    self.annotate_job(capture, &job, labels::END_RECORDED, json!("true"))
+                        .await?;
+                }
+                Action::Event(note) => {
+                    let related = note
+                        .job
+                        .as_ref()
+                        .map(|name| self.job_ref_by_name(capture, name));
+                    self.publish(capture, &note, related).await;
+                }
                 Action::ReleaseFinalizer => {} // the finalizer helper removes it
                 Action::RequeueAfter(d) => requeue = Some(d),
             }
@@ -106,6 +116,7 @@ impl Context {
                 let note = EventNote {
                     kind: EventKind::Normal,
                     reason: "JobStarted",
+                    job: None,
                     note: format!(
                         "Started capture Job {} on node {} for {}.",
                         req.name,
@@ -140,18 +151,13 @@ impl Context {
                 let note = EventNote {
                     kind: EventKind::Normal,
                     reason: "JobStopped",
+                    job: None,
                     note: format!(
                         "Stopped capture Job {} on node {} ({}); it uploads its last file before it exits.",
                         stop.name, stop.node, stop.reason
                     ),
                 };
-                let related = ObjectReference {
-                    api_version: Some("batch/v1".into()),
-                    kind: Some("Job".into()),
-                    name: Some(stop.name.clone()),
-                    namespace: job_namespace(capture, &self.jobs).ok(),
-                    ..ObjectReference::default()
-                };
+                let related = self.job_ref_by_name(capture, &stop.name);
                 self.publish(capture, &note, Some(related)).await;
                 Ok(())
             }
@@ -160,14 +166,25 @@ impl Context {
         }
     }
 
+    fn job_ref_by_name(&self, capture: &PacketCapture, name: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("batch/v1".into()),
+            kind: Some("Job".into()),
+            name: Some(name.into()),
+            namespace: job_namespace(capture, &self.jobs).ok(),
+            ..ObjectReference::default()
+        }
+    }
+
     async fn annotate_job(
         &self,
         capture: &PacketCapture,
         job: &str,
+        key: &str,
         value: serde_json::Value,
     ) -> Result<()> {
         let api = self.job_api(capture)?;
-        let patch = json!({ "metadata": { "annotations": { labels::IDLE_SINCE: value } } });
+        let patch = json!({ "metadata": { "annotations": { key: value } } });
         match timed(
             format!("annotating capture Job {job}"),
             api.patch(job, &PatchParams::default(), &Patch::Merge(&patch)),

@@ -201,7 +201,13 @@ pub async fn reconcile(capture: Arc<PacketCapture>, ctx: Arc<Context>) -> Result
             }
         })
         .await
-        .map_err(|e| Error::Finalizer(Box::new(e)))
+        .or_else(|e| match e {
+            // Another pass removed it and the capture is gone: done.
+            finalizer::Error::RemoveFinalizer(kube::Error::Api(s)) if s.code == 404 => {
+                Ok(Requeue::await_change())
+            }
+            e => Err(Error::Finalizer(Box::new(e))),
+        })
     }
     .instrument(span)
     .await;

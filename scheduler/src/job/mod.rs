@@ -63,7 +63,7 @@ pub const CAPABILITIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Where the spool (files not uploaded yet) lives in the capture container.
+/// Default mount path of the spool (files not uploaded yet) in the capture container.
 pub const SPOOL_DIR: &str = "/var/spool/nightcap";
 /// Host directory of the runtime's named network namespaces.
 pub const HOST_NETNS_DIR: &str = "/var/run/netns";
@@ -104,6 +104,11 @@ pub struct JobConfig {
     pub namespace: Option<String>,
     /// `RUST_LOG` of the capture process, if set.
     pub log_filter: Option<String>,
+    /// Where the spool `emptyDir` is mounted in the capture container.
+    pub spool_dir: String,
+    /// The capture process stops by itself after its node had no selected pod this long (the
+    /// planner's pods-gone grace period).
+    pub exit_when_idle: Option<std::time::Duration>,
 }
 
 impl Default for JobConfig {
@@ -126,6 +131,8 @@ impl Default for JobConfig {
             priority_class_name: None,
             namespace: None,
             log_filter: None,
+            spool_dir: SPOOL_DIR.into(),
+            exit_when_idle: Some(crate::plan::DEFAULT_PODS_GONE_GRACE),
         }
     }
 }
@@ -307,24 +314,28 @@ fn container(
         read_only: Some(read_only),
         ..VolumeMount::default()
     };
+    let mut command = vec![
+        cfg.program.clone(),
+        "capture".into(),
+        "--capture".into(),
+        format!("{capture_ns}/{name}"),
+        "--uid".into(),
+        uid.into(),
+        "--node".into(),
+        "$(NODE_NAME)".into(),
+        "--spool-dir".into(),
+        cfg.spool_dir.clone(),
+        "--spool-max-bytes".into(),
+        cfg.spool_bytes.to_string(),
+    ];
+    if let Some(idle) = cfg.exit_when_idle {
+        command.extend(["--exit-when-idle".into(), format!("{}ms", idle.as_millis())]);
+    }
     Container {
         name: CONTAINER.into(),
         image: Some(cfg.image.clone()),
         image_pull_policy: cfg.image_pull_policy.clone(),
-        command: Some(vec![
-            cfg.program.clone(),
-            "capture".into(),
-            "--capture".into(),
-            format!("{capture_ns}/{name}"),
-            "--uid".into(),
-            uid.into(),
-            "--node".into(),
-            "$(NODE_NAME)".into(),
-            "--spool-dir".into(),
-            SPOOL_DIR.into(),
-            "--spool-max-bytes".into(),
-            cfg.spool_bytes.to_string(),
-        ]),
+        command: Some(command),
         env: Some(env),
         env_from: Some(vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource {
@@ -346,7 +357,7 @@ fn container(
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![
-            mount("spool", SPOOL_DIR, false),
+            mount("spool", &cfg.spool_dir, false),
             mount("tmp", "/tmp", false),
             VolumeMount {
                 mount_propagation: Some("HostToContainer".into()),

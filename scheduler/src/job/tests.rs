@@ -188,6 +188,11 @@ fn job_spec_is_pinned_bounded_and_least_privileged() {
             "$(NODE_NAME)"
         ]
     );
+    let idle = command
+        .iter()
+        .position(|a| a == "--exit-when-idle")
+        .expect("--exit-when-idle");
+    assert_eq!(command[idle + 1], "30000ms", "the pods-gone grace period");
     let env = ctr.env.as_ref().expect("env");
     let node_env = env
         .iter()

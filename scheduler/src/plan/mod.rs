@@ -37,12 +37,17 @@ pub struct PlanConfig {
     pub node_not_ready_grace: Duration,
     /// Longest accepted capture window.
     pub max_window: Duration,
+    /// How long a capture Job gets to stop on its own (upload its last file, report, exit)
+    /// after the capture ended, was deleted or its node's pods left, before it is deleted.
+    pub stop_grace: Duration,
 }
 
 /// Default [`PlanConfig::pods_gone_grace`].
 pub const DEFAULT_PODS_GONE_GRACE: Duration = Duration::from_secs(30);
 /// Default [`PlanConfig::node_not_ready_grace`].
 pub const DEFAULT_NODE_NOT_READY_GRACE: Duration = Duration::from_secs(60);
+/// Default [`PlanConfig::stop_grace`].
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(60);
 
 impl Default for PlanConfig {
     fn default() -> Self {
@@ -50,6 +55,7 @@ impl Default for PlanConfig {
             pods_gone_grace: DEFAULT_PODS_GONE_GRACE,
             node_not_ready_grace: DEFAULT_NODE_NOT_READY_GRACE,
             max_window: nightcap_api::validation::DEFAULT_MAX_WINDOW,
+            stop_grace: DEFAULT_STOP_GRACE,
         }
     }
 }
@@ -60,7 +66,9 @@ pub enum Action {
     /// Start a capture Job on a node.
     CreateJob(JobRequest),
     /// Stop a node's capture Job (delete it in the foreground: its pod gets SIGTERM, uploads the
-    /// open file and exits; the Job disappears once the pod is gone).
+    /// open file and exits; the Job disappears once the pod is gone). Capture processes normally
+    /// stop by themselves first (they watch the capture); this is the fallback after
+    /// [`PlanConfig::stop_grace`], and the way to stop leftovers.
     StopJob(StopJob),
     /// Record on the Job that no selected pod runs on its node any more.
     MarkJobIdle {
@@ -73,6 +81,13 @@ pub enum Action {
     },
     /// Remove the idle mark: a selected pod is back on the Job's node.
     ClearJobIdle {
+        /// Node of the Job.
+        node: String,
+        /// Job name.
+        job: String,
+    },
+    /// Record on a Job that ended by itself that its end has been reported (Event sent).
+    MarkJobEnded {
         /// Node of the Job.
         node: String,
         /// Job name.
@@ -179,6 +194,8 @@ pub struct EventNote {
     pub reason: &'static str,
     /// Human-readable note.
     pub note: String,
+    /// The capture Job the Event is about, if any (Events about different Jobs stay apart).
+    pub job: Option<String>,
 }
 
 /// The scheduler-owned status fields that changed; `None` leaves a field as it is.

@@ -30,6 +30,8 @@ pub(crate) struct ObservedJob {
     pub node: String,
     pub state: JobState,
     pub idle_since: Option<Timestamp>,
+    /// The Job's end was reported already (Event sent).
+    pub end_recorded: bool,
 }
 
 /// The Jobs labelled with this capture's UID, as [`ObservedJob`]s (Jobs without a node are
@@ -58,6 +60,11 @@ pub(crate) fn observe_jobs(uid: Option<&str>, jobs: &[&Job]) -> Vec<ObservedJob>
                     .as_ref()
                     .and_then(|a| a.get(labels::IDLE_SINCE))
                     .and_then(|t| t.parse().ok()),
+                end_recorded: j
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(labels::END_RECORDED)),
             })
         })
         .collect()

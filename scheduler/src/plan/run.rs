@@ -21,7 +21,7 @@ use super::{
     Action, EventKind, EventNote, PlanConfig, StopJob, StopReason,
     observe::{JobState, ObservedJob, observe_jobs},
     status::{CAPTURING, COMPLETE, Draft, FAILED, SCHEDULED, SPEC_CHANGED, spec_hash},
-    window::{requested_start, until, window_end},
+    window::{add, requested_start, until, window_end},
 };
 use crate::job::job_name;
 
@@ -103,6 +103,7 @@ impl<'a> Run<'a> {
             kind,
             reason,
             note: note.into(),
+            job: None,
         });
     }
 
@@ -112,6 +113,17 @@ impl<'a> Run<'a> {
             name: job.name.clone(),
             reason,
         }));
+    }
+
+    /// Stops an Active Job whose capture process had `stop_grace` since `began` to end on its
+    /// own (it watches the capture and exits after uploading); else waits for it.
+    fn stop_after_grace(&mut self, job: &ObservedJob, reason: StopReason, began: Timestamp) {
+        let deadline = add(began, self.cfg.stop_grace);
+        if self.now >= deadline {
+            self.stop(job, reason);
+        } else {
+            self.requeue_in(until(self.now, deadline));
+        }
     }
 
     fn expected_job_name(&self, node: &str) -> String {
@@ -158,6 +170,19 @@ impl<'a> Run<'a> {
             ),
             JobState::Active | JobState::Terminating => return,
         };
+        if !job.end_recorded {
+            // Once per Job: the mark on the Job survives restarts of the scheduler.
+            self.events.push(EventNote {
+                kind,
+                reason,
+                note: format!("Node {}: {message}", job.node),
+                job: Some(job.name.clone()),
+            });
+            self.actions.push(Action::MarkJobEnded {
+                node: job.node.clone(),
+                job: job.name.clone(),
+            });
+        }
         let have = self.node_state(&job.node);
         // The capture process reports Finished itself; only a failure overrides that.
         if have == Some(NodeCaptureState::Finished) && state == NodeCaptureState::Finished {
@@ -166,8 +191,7 @@ impl<'a> Run<'a> {
         if have == Some(state) && self.node_message(&job.node).as_deref() == Some(&message) {
             return;
         }
-        self.draft.node_state(&job.node, state, message.clone());
-        self.event(kind, reason, format!("Node {}: {message}", job.node));
+        self.draft.node_state(&job.node, state, message);
     }
 
     fn final_phase(&mut self, phase: Phase, reason: &'static str, message: String) {
@@ -190,11 +214,17 @@ impl<'a> Run<'a> {
     /// Deleted: stop every Job; release the finalizer once none runs. Files stay in storage.
     fn deleting(&mut self) {
         let jobs = std::mem::take(&mut self.jobs);
+        let began = self
+            .capture
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map_or(self.now, |t| t.0);
         let mut running = 0;
         for job in &jobs {
             match job.state {
                 JobState::Active => {
-                    self.stop(job, StopReason::CaptureDeleted);
+                    self.stop_after_grace(job, StopReason::CaptureDeleted, began);
                     running += 1;
                 }
                 JobState::Terminating => running += 1,
@@ -212,7 +242,6 @@ impl<'a> Run<'a> {
                 );
             }
         } else if !final_already {
-            self.requeue_in(Duration::from_secs(5));
             self.draft.phase(
                 Phase::Uploading,
                 format!(
@@ -255,7 +284,7 @@ impl<'a> Run<'a> {
         let started_at = self.draft.start_time.as_ref().map_or(self.now, |t| t.0);
         let end = window_end(&spec, started_at);
         if let Some(cause) = self.end_cause(&spec, end) {
-            self.ending(cause);
+            self.ending(cause, end);
         } else {
             self.capturing(&spec, end);
         }
@@ -369,13 +398,22 @@ impl<'a> Run<'a> {
 
     /// The window is over (or a limit or a stop request ended it): stop the Jobs, wait for them
     /// to upload, then finish.
-    fn ending(&mut self, cause: StopReason) {
+    fn ending(&mut self, cause: StopReason, end: Timestamp) {
+        // When stopping began: the window's end, or when this cause first ended capturing.
+        let began = match cause {
+            StopReason::WindowEnded => end,
+            _ => self
+                .draft
+                .condition_of(CAPTURING)
+                .filter(|c| c.status == "False" && c.reason == cause.as_str())
+                .map_or(self.now, |c| c.last_transition_time.0),
+        };
         let jobs = std::mem::take(&mut self.jobs);
         let mut running = 0;
         for job in &jobs {
             match job.state {
                 JobState::Active => {
-                    self.stop(job, cause);
+                    self.stop_after_grace(job, cause, began);
                     running += 1;
                 }
                 JobState::Terminating => running += 1,
@@ -400,7 +438,6 @@ impl<'a> Run<'a> {
             );
             self.draft
                 .condition(CAPTURING, false, cause.as_str(), format!("{why}."));
-            self.requeue_in(Duration::from_secs(5));
             return;
         }
         let nodes: BTreeSet<&String> = self.status.nodes.keys().collect();

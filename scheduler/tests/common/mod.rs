@@ -320,6 +320,8 @@ pub fn test_plan() -> PlanConfig {
     PlanConfig {
         pods_gone_grace: Duration::from_secs(1),
         node_not_ready_grace: Duration::from_secs(1),
+        // No capture process runs here to stop by itself: stop Jobs soon.
+        stop_grace: Duration::from_secs(1),
         ..PlanConfig::default()
     }
 }

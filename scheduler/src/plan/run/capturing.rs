@@ -192,7 +192,9 @@ impl Run<'_> {
         if self.node_state(&job.node) == Some(NodeCaptureState::Capturing) {
             tally.capturing += 1;
         }
-        let grace = self.cfg.pods_gone_grace;
+        // The capture process stops by itself after `pods_gone_grace` without pods; the Job is
+        // deleted only if it has not ended `stop_grace` later.
+        let grace = self.cfg.pods_gone_grace + self.cfg.stop_grace;
         match (wanted, job.idle_since) {
             (true, Some(_)) => self.actions.push(Action::ClearJobIdle {
                 node: job.node.clone(),

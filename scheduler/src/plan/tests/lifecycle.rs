@@ -13,8 +13,12 @@ fn with_start(mut c: PacketCapture, at: i64) -> PacketCapture {
     c
 }
 
-fn deleted(mut c: PacketCapture) -> PacketCapture {
-    c.metadata.deletion_timestamp = Some(Time(t(0)));
+fn deleted(c: PacketCapture) -> PacketCapture {
+    deleted_at(c, 0)
+}
+
+fn deleted_at(mut c: PacketCapture, at: i64) -> PacketCapture {
+    c.metadata.deletion_timestamp = Some(Time(t(at)));
     c
 }
 
@@ -62,6 +66,21 @@ fn lifecycle_transitions() {
         counted(counted(started(c, 0), "node-a", 600), "node-b", 400)
     };
     let running = started(capture(), 0);
+    let limited_since_100 = {
+        let mut c = limited.clone();
+        let s = c.status.get_or_insert_with(Default::default);
+        s.phase = Some(Phase::Uploading);
+        s.conditions
+            .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Capturing".into(),
+                status: "False".into(),
+                reason: "LimitReached".into(),
+                message: "The maxBytes/maxPackets limit was reached.".into(),
+                last_transition_time: Time(t(100)),
+                observed_generation: Some(1),
+            });
+        c
+    };
     let cases = vec![
         Case {
             name: "invalid spec fails at once with an Event",
@@ -164,7 +183,7 @@ fn lifecycle_transitions() {
             expect: &["phase Capturing", "event SpecChanged", "requeue 540s"],
         },
         Case {
-            name: "window ended: stop every running Job",
+            name: "window ended: running Jobs get the stop grace to upload and exit",
             capture: started(capture(), 0),
             pods: vec![pod("web-1", "node-a"), pod("web-2", "node-b")],
             nodes: vec![node("node-a"), node("node-b")],
@@ -173,7 +192,19 @@ fn lifecycle_transitions() {
                 job(&running, "node-b", J::Deleting),
             ],
             now: 600,
-            expect: &["phase Uploading", "stop node-a WindowEnded", "requeue 5s"],
+            expect: &["phase Uploading", "requeue 60s"],
+        },
+        Case {
+            name: "window ended a stop grace ago: delete the Jobs still running",
+            capture: started(capture(), 0),
+            pods: vec![pod("web-1", "node-a"), pod("web-2", "node-b")],
+            nodes: vec![node("node-a"), node("node-b")],
+            jobs: vec![
+                job(&running, "node-a", J::Active),
+                job(&running, "node-b", J::Deleting),
+            ],
+            now: 660,
+            expect: &["phase Uploading", "stop node-a WindowEnded"],
         },
         Case {
             name: "window ended, Jobs hit their deadline: Succeeded",
@@ -186,6 +217,7 @@ fn lifecycle_transitions() {
                 "phase Succeeded",
                 "complete",
                 "node node-a Finished",
+                "ended node-a",
                 "event JobFinished",
                 "event Completed",
             ],
@@ -200,8 +232,8 @@ fn lifecycle_transitions() {
             expect: &["phase Succeeded", "complete", "event Completed"],
         },
         Case {
-            name: "maxPackets reached over all nodes: stop",
-            capture: limited,
+            name: "maxPackets reached over all nodes: phase Uploading, Jobs stop themselves",
+            capture: limited.clone(),
             pods: vec![pod("web-1", "node-a"), pod("web-2", "node-b")],
             nodes: vec![node("node-a"), node("node-b")],
             jobs: vec![
@@ -209,21 +241,28 @@ fn lifecycle_transitions() {
                 job(&running, "node-b", J::Active),
             ],
             now: 100,
-            expect: &[
-                "phase Uploading",
-                "stop node-a LimitReached",
-                "stop node-b LimitReached",
-                "requeue 5s",
-            ],
+            expect: &["phase Uploading", "requeue 60s"],
         },
         Case {
-            name: "stop annotation: stop the Jobs",
+            name: "maxPackets reached a stop grace ago: delete the Jobs still running",
+            capture: limited_since_100,
+            pods: vec![pod("web-1", "node-a"), pod("web-2", "node-b")],
+            nodes: vec![node("node-a"), node("node-b")],
+            jobs: vec![
+                job(&running, "node-a", J::Active),
+                job(&running, "node-b", J::Active),
+            ],
+            now: 160,
+            expect: &["stop node-a LimitReached", "stop node-b LimitReached"],
+        },
+        Case {
+            name: "stop annotation: phase Uploading, the Jobs stop themselves",
             capture: annotated(started(capture(), 0), STOP_ANNOTATION, "alert resolved"),
             pods: vec![pod("web-1", "node-a")],
             nodes: vec![node("node-a")],
             jobs: vec![job(&running, "node-a", J::Active)],
             now: 100,
-            expect: &["phase Uploading", "stop node-a StopRequested", "requeue 5s"],
+            expect: &["phase Uploading", "requeue 60s"],
         },
         Case {
             name: "stop annotation, Jobs gone: Stopped",
@@ -249,6 +288,7 @@ fn lifecycle_transitions() {
                 "phase Failed",
                 "complete",
                 "node node-a Failed",
+                "ended node-a",
                 "event JobFailed",
                 "event JobsFailed",
             ],
@@ -270,12 +310,25 @@ fn lifecycle_transitions() {
             expect: &[
                 "phase Capturing",
                 "node node-a Failed",
+                "ended node-a",
                 "event JobFailed",
                 "requeue 500s",
             ],
         },
         Case {
-            name: "capture deleted: stop every Job, keep the finalizer",
+            name: "capture deleted: the Jobs stop themselves; the finalizer stays",
+            capture: deleted_at(started(capture(), 0), 90),
+            pods: vec![pod("web-1", "node-a"), pod("web-2", "node-b")],
+            nodes: vec![node("node-a"), node("node-b")],
+            jobs: vec![
+                job(&running, "node-a", J::Active),
+                job(&running, "node-b", J::Deleting),
+            ],
+            now: 100,
+            expect: &["phase Uploading", "requeue 50s"],
+        },
+        Case {
+            name: "capture deleted a stop grace ago: delete the Jobs still running",
             capture: deleted(started(capture(), 0)),
             pods: vec![pod("web-1", "node-a"), pod("web-2", "node-b")],
             nodes: vec![node("node-a"), node("node-b")],
@@ -284,11 +337,7 @@ fn lifecycle_transitions() {
                 job(&running, "node-b", J::Deleting),
             ],
             now: 100,
-            expect: &[
-                "phase Uploading",
-                "stop node-a CaptureDeleted",
-                "requeue 5s",
-            ],
+            expect: &["phase Uploading", "stop node-a CaptureDeleted"],
         },
         Case {
             name: "capture deleted, Jobs gone: Stopped, release the finalizer",
@@ -306,7 +355,12 @@ fn lifecycle_transitions() {
             nodes: vec![],
             jobs: vec![job(&running, "node-a", J::Complete)],
             now: 900,
-            expect: &["node node-a Finished", "release", "event JobFinished"],
+            expect: &[
+                "node node-a Finished",
+                "ended node-a",
+                "release",
+                "event JobFinished",
+            ],
         },
         Case {
             name: "finished is final: a leftover Job is stopped, nothing else",

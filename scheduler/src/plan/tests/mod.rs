@@ -136,6 +136,8 @@ pub enum J {
     IdleSince(i64),
     Deleting,
     Complete,
+    /// Complete, and its end already reported.
+    CompleteRecorded,
     DeadlineExceeded,
     BackoffLimitExceeded,
 }
@@ -175,6 +177,13 @@ pub fn job_named(c: &PacketCapture, node: &str, name: &str, state: J) -> Job {
         }
         J::Deleting => j.metadata.deletion_timestamp = Some(Time(t(0))),
         J::Complete => j.status = cond("Complete", "CompletionsReached"),
+        J::CompleteRecorded => {
+            j.status = cond("Complete", "CompletionsReached");
+            j.metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(crate::labels::END_RECORDED.into(), "true".into());
+        }
         J::DeadlineExceeded => j.status = cond("Failed", "DeadlineExceeded"),
         J::BackoffLimitExceeded => j.status = cond("Failed", "BackoffLimitExceeded"),
     }
@@ -198,6 +207,7 @@ pub fn summary(actions: &[Action]) -> Vec<String> {
                 ));
             }
             Action::ClearJobIdle { node, .. } => out.push(format!("busy {node}")),
+            Action::MarkJobEnded { node, .. } => out.push(format!("ended {node}")),
             Action::UpdateStatus(u) => out.extend(status_summary(u)),
             Action::Event(e) => out.push(format!("event {}", e.reason)),
             Action::ReleaseFinalizer => out.push("release".into()),
