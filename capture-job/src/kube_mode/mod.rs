@@ -11,6 +11,7 @@
 
 mod pods;
 mod report;
+mod stop;
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,7 +30,7 @@ use nightcap_api::{
 };
 use nightcap_ebpf::RingConfig;
 use nightcap_storage::{StoreConfig, UploadOptions, Uploader};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     Capture, CaptureArgs, CaptureOptions, Error, Result,
@@ -49,6 +50,10 @@ pub struct KubeArgs {
     /// capture recreated under the same name.
     #[arg(long, env = "NIGHTCAP_CAPTURE", value_name = "NAMESPACE/NAME")]
     pub capture: Option<String>,
+    /// With --capture: stop (upload, exit 0) after no selected pod ran on the node this long
+    /// (e.g. 30s). Default: keep waiting until the window ends.
+    #[arg(long, env = "NIGHTCAP_EXIT_WHEN_IDLE", value_name = "DURATION")]
+    pub exit_when_idle: Option<String>,
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -235,6 +240,19 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
         store.store.clone(),
         store.prefix.clone(),
     )?);
+    let idle_after = args
+        .kube
+        .exit_when_idle
+        .as_deref()
+        .map(|d| parse_duration(d).map_err(|e| invalid(format!("--exit-when-idle: {e}"))))
+        .transpose()?;
+    let mut idle = stop::IdleTimer::new(idle_after.filter(|_| spec.selector.is_some()));
+    let mut own = watcher(
+        captures.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    )
+    .default_backoff()
+    .boxed();
     let mut reporter = report::Reporter::new(
         captures,
         &pc,
@@ -267,8 +285,30 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
                 Some(Err(error)) => warn!(%error, "Pod watch failed; retrying."),
                 None => break,
             },
+            event = own.next() => {
+                let why = match event {
+                    Some(Ok(watcher::Event::Apply(pc) | watcher::Event::InitApply(pc))) => {
+                        stop::stop_requested(&pc, &uid)
+                    }
+                    Some(Ok(watcher::Event::Delete(_))) => Some("the PacketCapture was deleted".into()),
+                    Some(Ok(_)) => None,
+                    Some(Err(error)) => {
+                        warn!(%error, "Capture watch failed; retrying.");
+                        None
+                    }
+                    None => Some("the capture watch ended".into()),
+                };
+                if let Some(why) = why {
+                    info!(reason = %why, "Stopping: closing and uploading the open file.");
+                    break;
+                }
+            },
             _ = tick.tick() => {
                 if capture.is_finished() {
+                    break;
+                }
+                if idle.expired(targets.capturing(), std::time::Instant::now()) {
+                    info!("No selected pod on this node for the idle limit; stopping.");
                     break;
                 }
                 if futures::FutureExt::now_or_never(cache.wait_until_ready()).is_some() {
@@ -278,14 +318,16 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
             }
         }
     }
-    drop(events);
+    drop((events, own));
     capture.stop();
-    reporter.uploading(&targets).await;
+    // Upload first, report while the upload runs: a pod being deleted may be cut short.
+    let pods = targets.pods();
     drop(targets);
-    let summary = match Arc::try_unwrap(capture) {
-        Ok(c) => c.finish().await?,
-        Err(_) => return Err(invalid("the capture is still in use at shutdown (a bug)")),
-    };
+    let capture = Arc::try_unwrap(capture)
+        .map_err(|_| invalid("the capture is still in use at shutdown (a bug)"))?;
+    let (summary, ()) = tokio::join!(capture.finish(), reporter.uploading(pods));
+    let summary = summary?;
+    debug!("Uploads done; reporting Finished.");
     reporter.finished(&summary).await;
     println!(
         "{}",

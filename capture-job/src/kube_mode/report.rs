@@ -172,7 +172,7 @@ impl Reporter {
     }
 
     /// Capturing has stopped; the last file is being uploaded.
-    pub async fn uploading(&mut self, targets: &Targets) {
+    pub async fn uploading(&mut self, pods: Vec<String>) {
         let packets = self
             .sent
             .as_ref()
@@ -180,7 +180,7 @@ impl Reporter {
             .unwrap_or(self.base_packets);
         let entry = self.entry(
             NodeCaptureState::Uploading,
-            targets.pods(),
+            pods,
             packets,
             self.base_drops,
             None,
