@@ -58,7 +58,11 @@ async fn jobs_follow_pods_across_nodes_and_capture_into_s3() {
         "node-a counted {} packets",
         node_a.packets
     );
-    assert_eq!(cluster.job_nodes().await, ["node-b", "node-c"]);
+    // node-a's Job ends by itself once its pods are gone; wait for it rather than race it.
+    eventually("only node-b and node-c have running Jobs", || async {
+        (cluster.job_nodes().await == ["node-b", "node-c"]).then_some(())
+    })
+    .await;
 
     // Deleting the capture stops the remaining Jobs; they upload their last files first.
     cluster
