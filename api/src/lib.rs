@@ -8,6 +8,7 @@ pub mod capture;
 pub mod crd;
 pub mod cron;
 pub mod filter;
+pub mod local;
 pub mod quantity;
 pub mod schedule;
 pub mod template;

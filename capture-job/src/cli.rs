@@ -307,7 +307,7 @@ pub fn run(args: CaptureArgs) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
-    if args.kube.capture.is_some() {
+    if args.kube.capture.is_some() || args.kube.capture_file.is_some() {
         return crate::kube_mode::run(args);
     }
     let plan = plan(&args)?;

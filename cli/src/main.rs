@@ -21,6 +21,9 @@ enum Command {
     Crds(crds::CrdsArgs),
     /// Serve capture files: listings with pre-signed URLs, files.zip and share links.
     Gateway(nightcap_storage::gateway::GatewayArgs),
+    /// Run captures on this machine without Kubernetes: targets (network namespaces,
+    /// interfaces) and captures from a file, the scheduler's planner driving capture processes.
+    Local(nightcap_scheduler::local::LocalArgs),
     /// Run the scheduler: per-node capture Jobs that follow the selected pods (leader-elected).
     Scheduler(nightcap_scheduler::SchedulerArgs),
     /// Start captures from alerts and schedules: Alertmanager/HTTP webhooks, NATS, cron.
@@ -34,6 +37,13 @@ fn main() -> anyhow::Result<()> {
         Command::Capture(args) => Ok(nightcap_capture_job::run(args)?),
         Command::Crds(args) => crds::run(&args),
         Command::Gateway(args) => Ok(nightcap_storage::gateway::run_blocking(args)?),
+        Command::Local(args) => {
+            let code = nightcap_scheduler::local::run_blocking(args)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Scheduler(args) => Ok(nightcap_scheduler::run_blocking(args)?),
         Command::Triggers(args) => Ok(nightcap_triggers::run(args)?),
     }

@@ -9,11 +9,12 @@
 //! attached again. Only `status.nodes[N]` is written (merge patch on the status subresource);
 //! phase and conditions belong to the scheduler.
 
+mod local;
 mod pods;
 mod report;
 mod stop;
 
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -54,6 +55,34 @@ pub struct KubeArgs {
     /// (e.g. 30s). Default: keep waiting until the window ends.
     #[arg(long, env = "NIGHTCAP_EXIT_WHEN_IDLE", value_name = "DURATION")]
     pub exit_when_idle: Option<String>,
+    /// Local mode (what `nightcap local` runs): the PacketCapture as a JSON file instead of
+    /// --capture. Needs --targets-file, --report-file and --node.
+    #[arg(
+        long,
+        env = "NIGHTCAP_CAPTURE_FILE",
+        value_name = "PATH",
+        conflicts_with = "capture",
+        requires_all = ["targets_file", "report_file"]
+    )]
+    pub capture_file: Option<PathBuf>,
+    /// With --capture-file: JSON list of the targets on this node, re-read while running
+    /// (targets are attached and detached as it changes).
+    #[arg(
+        long,
+        env = "NIGHTCAP_TARGETS_FILE",
+        value_name = "PATH",
+        requires = "capture_file"
+    )]
+    pub targets_file: Option<PathBuf>,
+    /// With --capture-file: where this node's status entry (state, pods, packets, files) is
+    /// written, replaced atomically on every change.
+    #[arg(
+        long,
+        env = "NIGHTCAP_REPORT_FILE",
+        value_name = "PATH",
+        requires = "capture_file"
+    )]
+    pub report_file: Option<PathBuf>,
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -66,6 +95,9 @@ fn kube_err(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
 
 /// Runs the Kubernetes mode until SIGTERM/SIGINT or the end of the capture window.
 pub(crate) fn run(args: CaptureArgs) -> Result<()> {
+    if args.kube.capture_file.is_some() {
+        return local::run(args);
+    }
     let capture = args.kube.capture.clone().unwrap_or_default();
     let (namespace, name) = capture
         .split_once('/')
@@ -254,7 +286,7 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
     .default_backoff()
     .boxed();
     let mut reporter = report::Reporter::new(
-        captures,
+        report::Sink::Api(Box::new(captures)),
         &pc,
         node,
         nightcap_storage::Lister::new(store.store.clone(), store.prefix.clone()),
@@ -319,6 +351,16 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
         }
     }
     drop((events, own));
+    wind_up(capture, targets, reporter).await
+}
+
+/// Stops capturing, uploads the last files while reporting Uploading, reports Finished and
+/// prints the summary line.
+async fn wind_up(
+    capture: Arc<Capture>,
+    targets: pods::Targets,
+    mut reporter: report::Reporter,
+) -> Result<()> {
     capture.stop();
     // Upload first, report while the upload runs: a pod being deleted may be cut short.
     let pods = targets.pods();
@@ -335,7 +377,7 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
     );
     if !summary.spool_left.is_empty() {
         return Err(invalid(format!(
-            "{} file(s) could not be uploaded and remain in the spool; the restarted container \
+            "{} file(s) could not be uploaded and remain in the spool; a restarted capture \
              uploads them",
             summary.spool_left.len()
         )));

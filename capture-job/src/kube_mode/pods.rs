@@ -9,7 +9,7 @@ use std::{
 
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::LabelSelector};
 use kube::ResourceExt;
-use nightcap_api::PacketCaptureSpec;
+use nightcap_api::{PacketCaptureSpec, local::LocalTarget};
 use nightcap_ebpf::netns;
 use tracing::{info, warn};
 
@@ -23,7 +23,9 @@ const HOST_NETNS: &str = "/proc/1/ns/net";
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Attached {
     id: TargetId,
-    ip: IpAddr,
+    /// What was attached: the pod IP (Kubernetes mode) or namespace/interface (local mode).
+    /// A change means a new sandbox: detach and attach again.
+    key: String,
     name: String,
 }
 
@@ -108,12 +110,16 @@ impl Targets {
         let gone: Vec<String> = self
             .attached
             .iter()
-            .filter(|(uid, a)| wanted.get(*uid).is_none_or(|(_, ip)| *ip != a.ip))
+            .filter(|(uid, a)| {
+                wanted
+                    .get(*uid)
+                    .is_none_or(|(_, ip)| ip.to_string() != a.key)
+            })
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in gone {
             if let Some(a) = self.attached.remove(&uid) {
-                info!(pod = %a.name, ip = %a.ip, "Pod left the node (or got a new sandbox); detaching.");
+                info!(pod = %a.name, ip = %a.key, "Pod left the node (or got a new sandbox); detaching.");
                 if let Err(error) = self.capture.remove_target(a.id) {
                     warn!(%error, pod = %a.name, "Detaching failed.");
                 }
@@ -137,7 +143,8 @@ impl Targets {
                 Ok(Ok(id)) => {
                     info!(pod = %name, %ip, "Attached pod.");
                     self.failing.remove(&uid);
-                    self.attached.insert(uid, Attached { id, ip, name });
+                    let key = ip.to_string();
+                    self.attached.insert(uid, Attached { id, key, name });
                 }
                 Ok(Err(error)) => {
                     // Usually the pod's network is not up yet; retried on the next tick.
@@ -146,6 +153,85 @@ impl Targets {
                     }
                 }
                 Err(error) => warn!(pod = %name, %error, "Attaching failed."),
+            }
+        }
+    }
+
+    /// Local mode: attaches the listed targets that are not attached, detaches those no longer
+    /// listed (an id changes when a namespace is created again).
+    pub async fn sync_local(&mut self, wanted: &[LocalTarget]) {
+        let wanted: BTreeMap<&str, &LocalTarget> =
+            wanted.iter().map(|t| (t.id.as_str(), t)).collect();
+        let gone: Vec<String> = self
+            .attached
+            .keys()
+            .filter(|id| !wanted.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(a) = self.attached.remove(&id) {
+                info!(target = %a.name, at = %a.key, "Target left (or its namespace was recreated); detaching.");
+                if let Err(error) = self.capture.remove_target(a.id) {
+                    warn!(%error, target = %a.name, "Detaching failed.");
+                }
+            }
+        }
+        self.failing
+            .retain(|id, _| wanted.contains_key(id.as_str()));
+        for (id, t) in wanted {
+            if self.attached.contains_key(id) {
+                continue;
+            }
+            let spec = match (&t.netns, &t.interface) {
+                (Some(name), interface) => TargetSpec::Netns {
+                    name: name.clone(),
+                    interface: interface.clone(),
+                },
+                (None, Some(interface)) => TargetSpec::Interface(interface.clone()),
+                (None, None) => {
+                    self.failing.insert(
+                        id.to_string(),
+                        format!("{}: no netns and no interface", t.pod),
+                    );
+                    continue;
+                }
+            };
+            let key = format!(
+                "{}/{}",
+                t.netns.as_deref().unwrap_or("host"),
+                t.interface
+                    .as_deref()
+                    .unwrap_or(crate::target::DEFAULT_POD_IFNAME)
+            );
+            let (pod_ns, pod_name) = t.pod.split_once('/').unwrap_or(("", &t.pod));
+            let meta = TargetMeta {
+                pod: Some((pod_ns.to_string(), pod_name.to_string())),
+                pod_uid: Some(id.to_string()),
+            };
+            let c = self.capture.clone();
+            match tokio::task::spawn_blocking(move || c.add_target(&spec, &meta)).await {
+                Ok(Ok(target)) => {
+                    info!(target = %t.pod, at = %key, "Attached target.");
+                    self.failing.remove(id);
+                    self.attached.insert(
+                        id.to_string(),
+                        Attached {
+                            id: target,
+                            key,
+                            name: t.pod.clone(),
+                        },
+                    );
+                }
+                Ok(Err(error)) => {
+                    if self
+                        .failing
+                        .insert(id.to_string(), error.to_string())
+                        .is_none()
+                    {
+                        warn!(target = %t.pod, %error, "Cannot attach the target yet; retrying.");
+                    }
+                }
+                Err(error) => warn!(target = %t.pod, %error, "Attaching failed."),
             }
         }
     }

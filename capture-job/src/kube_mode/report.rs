@@ -2,7 +2,10 @@
 //! Only this node's entry is written, and of it only what the capture process knows: state,
 //! attached pods, packets, bytes, drops, files and a message. The Job name is the scheduler's.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
@@ -22,8 +25,40 @@ use crate::{Capture, Summary};
 /// List the node's files in storage at most this often while capturing.
 const LIST_EVERY: Duration = Duration::from_secs(5);
 
+/// Where the node's status entry goes.
+pub(super) enum Sink {
+    /// Merge patch on the capture's status subresource (Kubernetes mode).
+    Api(Box<Api<PacketCapture>>),
+    /// A JSON file, replaced atomically (local mode: `nightcap local` reads it).
+    File(PathBuf),
+}
+
+impl Sink {
+    async fn send(&self, name: &str, node: &str, entry: &Value) -> Result<(), String> {
+        match self {
+            Self::Api(api) => {
+                let patch = json!({ "status": { "nodes": { node: entry } } });
+                api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            Self::File(path) => {
+                let tmp = path.with_extension("tmp");
+                let text = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
+                tokio::fs::write(&tmp, text)
+                    .await
+                    .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+                tokio::fs::rename(&tmp, path)
+                    .await
+                    .map_err(|e| format!("renaming to {}: {e}", path.display()))
+            }
+        }
+    }
+}
+
 pub(super) struct Reporter {
-    api: Api<PacketCapture>,
+    sink: Sink,
     namespace: String,
     name: String,
     uid: String,
@@ -57,7 +92,7 @@ fn file(f: CaptureFileInfo) -> CaptureFile {
 }
 
 impl Reporter {
-    pub fn new(api: Api<PacketCapture>, pc: &PacketCapture, node: &str, lister: Lister) -> Self {
+    pub fn new(sink: Sink, pc: &PacketCapture, node: &str, lister: Lister) -> Self {
         let before = pc
             .status
             .as_ref()
@@ -65,7 +100,7 @@ impl Reporter {
             .cloned()
             .unwrap_or_default();
         Self {
-            api,
+            sink,
             namespace: pc.namespace().unwrap_or_default(),
             name: pc.name_any(),
             uid: pc.uid().unwrap_or_default(),
@@ -114,12 +149,7 @@ impl Reporter {
         if self.sent.as_ref() == Some(&entry) {
             return;
         }
-        let patch = json!({ "status": { "nodes": { self.node.clone(): entry.clone() } } });
-        match self
-            .api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        match self.sink.send(&self.name, &self.node, &entry).await {
             Ok(_) => {
                 self.sent = Some(entry);
                 self.warned = false;
