@@ -27,7 +27,7 @@ pub use netns::{
     addr::{AddressLease, PodAddresses},
 };
 pub use s3::S3Server;
-pub use util::require_root;
+pub use util::{require_root, terminate};
 
 #[cfg(test)]
 mod tests {

@@ -48,6 +48,21 @@ pub fn require_root() {
     }
 }
 
+/// Sends SIGTERM to a process (a child under test that must stop gracefully).
+pub fn terminate(pid: u32) -> Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| {
+        Error::io(
+            format!("pid {pid}"),
+            std::io::ErrorKind::InvalidInput.into(),
+        )
+    })?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .map_err(|e| Error::io(format!("SIGTERM to {pid}"), e.into()))
+}
+
 /// Whether the effective user is root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
