@@ -219,6 +219,18 @@ async fn follows_targets_across_nodes_and_uploads_on_stop() {
     local.capturing("node-c", "shop/web-3").await;
     send(web3.ipv4().into(), "scaled-out", 20);
 
+    // A broken edit is refused and the running captures go on with the previous file.
+    std::fs::write(local.config_path(), "output: [not, a, url]\n").expect("broken config");
+    eventually("the broken edit reported", || async {
+        local
+            .log()
+            .contains("The edited configuration is invalid; keeping the previous one.")
+            .then_some(())
+    })
+    .await;
+    local.write_config(&targets, &capture("web-debug", spec));
+    send(web3.ipv4().into(), "after-broken-edit", 20);
+
     // node-a has no selected target left: after the grace its process uploads and ends.
     eventually("node-a finished with its file", || async {
         let n = local.node_status("node-a")?;
@@ -248,6 +260,7 @@ async fn follows_targets_across_nodes_and_uploads_on_stop() {
     assert_eq!(local.nodes_with("before-move-b"), ["node-b"]);
     assert_eq!(local.nodes_with("after-move"), ["node-b"]);
     assert_eq!(local.nodes_with("scaled-out"), ["node-c"]);
+    assert_eq!(local.nodes_with("after-broken-edit"), ["node-c"]);
     assert!(local.nodes_with("not-selected").is_empty());
     // Pod identity in the files: node-b's packets carry both pods' names.
     let mut on_b: Vec<String> = local
@@ -349,4 +362,32 @@ fn bad_specs_and_bad_files_are_refused_with_a_precise_message() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("has no captures"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_processes_outliving_a_killed_executor_upload_and_exit() {
+    require_root();
+    let local = Local::new();
+    let web = NetnsPod::new();
+    local.write_config(
+        &target("web", &web, "web", "node-a"),
+        &capture(
+            "orphan",
+            "{selector: {matchLabels: {app: web}}, duration: 10m}",
+        ),
+    );
+    let mut child = local.spawn();
+    local.capturing("node-a", "shop/web").await;
+    send(web.ipv4().into(), "before-the-kill", 10);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    // The orphaned capture process notices, closes and uploads its file, and exits.
+    let jobs = local.dir.path().join("work").join("jobs");
+    eventually("the orphaned process printed its summary", || async {
+        let dir = std::fs::read_dir(&jobs).ok()?.flatten().next()?.path();
+        let summary = std::fs::read_to_string(dir.join("summary.json")).ok()?;
+        summary.contains("\"stop\"").then_some(())
+    })
+    .await;
+    assert_eq!(local.nodes_with("before-the-kill"), ["node-a"]);
 }

@@ -5,7 +5,8 @@
 //! the status the executor keeps: `acceptedSpec`, `startTime`) comes from `--capture-file`;
 //! the targets on this node from `--targets-file`, re-read every [`TICK`] (attached and
 //! detached as the list changes); this node's status entry goes to `--report-file`. The
-//! executor stops the process with SIGTERM; the window end and the limits stop it too.
+//! executor stops the process with SIGTERM; the window end and the limits stop it too, and so
+//! does the executor's death (the process is orphaned).
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -103,6 +104,9 @@ async fn follow(args: &CaptureArgs, pc: PacketCapture, node: &str) -> Result<()>
     let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(TICK);
     let mut unreadable = false;
+    // Orphaned (nightcap local was killed): nobody updates the targets or stops this process
+    // any more, so end the capture cleanly instead of running to the window's end.
+    let parent = std::os::unix::process::parent_id();
     info!(capture = %format!("{namespace}/{name}"), %node, targets = %targets_file.display(), "Following the targets file.");
     loop {
         tokio::select! {
@@ -110,6 +114,10 @@ async fn follow(args: &CaptureArgs, pc: PacketCapture, node: &str) -> Result<()>
             _ = int.recv() => { info!("SIGINT: closing and uploading the open file."); break; }
             _ = tick.tick() => {
                 if capture.is_finished() {
+                    break;
+                }
+                if std::os::unix::process::parent_id() != parent {
+                    warn!("nightcap local is gone: closing and uploading the open file.");
                     break;
                 }
                 match read_targets(&targets_file).await {
