@@ -824,3 +824,94 @@ fn summary(pc: &PacketCapture) -> Value {
         "status": pc.status,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use nightcap_api::PacketCaptureSpec;
+
+    use super::*;
+
+    fn observed(ns: &str, name: &str, app: &str, node: &str) -> Observed {
+        Observed {
+            pod: Pod {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    namespace: Some(ns.into()),
+                    labels: Some(BTreeMap::from([("app".into(), app.into())])),
+                    ..ObjectMeta::default()
+                },
+                ..Pod::default()
+            },
+            node: node.into(),
+            target: LocalTarget {
+                id: format!("{ns}.{name}.ns1"),
+                pod: format!("{ns}/{name}"),
+                netns: Some(name.into()),
+                interface: None,
+            },
+        }
+    }
+
+    fn capture(spec: &str) -> PacketCapture {
+        let spec: PacketCaptureSpec = serde_yaml::from_str(spec).expect("spec");
+        let mut pc = PacketCapture::new("c", spec);
+        pc.metadata.namespace = Some("shop".into());
+        pc
+    }
+
+    fn pods(t: &LocalTargets) -> Vec<&str> {
+        t.targets.iter().map(|t| t.pod.as_str()).collect()
+    }
+
+    #[test]
+    fn selects_by_labels_in_the_capture_namespace_on_the_node() {
+        let all = [
+            observed("shop", "web-1", "web", "a"),
+            observed("shop", "web-2", "web", "b"),
+            observed("shop", "db", "db", "a"),
+            observed("other", "web-x", "web", "a"),
+        ];
+        let pc = capture("{selector: {matchLabels: {app: web}}}");
+        assert_eq!(pods(&selected(&pc, "a", &all)), ["shop/web-1"]);
+        assert_eq!(pods(&selected(&pc, "b", &all)), ["shop/web-2"]);
+        assert!(selected(&pc, "c", &all).targets.is_empty());
+        // A node-level capture takes every target of its node, whatever the namespace.
+        let node_level = capture("{nodeNames: [a]}");
+        assert_eq!(
+            pods(&selected(&node_level, "a", &all)),
+            ["other/web-x", "shop/db", "shop/web-1"]
+        );
+    }
+
+    #[test]
+    fn the_accepted_spec_wins_over_an_edited_one() {
+        let all = [
+            observed("shop", "web-1", "web", "a"),
+            observed("shop", "db", "db", "a"),
+        ];
+        let mut pc = capture("{selector: {matchLabels: {app: db}}}");
+        pc.status = Some(nightcap_api::PacketCaptureStatus {
+            accepted_spec: Some(
+                serde_yaml::from_str("{selector: {matchLabels: {app: web}}}").expect("spec"),
+            ),
+            ..Default::default()
+        });
+        assert_eq!(pods(&selected(&pc, "a", &all)), ["shop/web-1"]);
+    }
+
+    #[test]
+    fn job_objects_carry_what_the_planner_reads() {
+        let req = JobRequest {
+            node: "a".into(),
+            name: "nc-c-a-123".into(),
+            active_deadline_seconds: 60,
+            pods: vec![],
+        };
+        let job = job_object(&("shop".into(), "c".into()), "uid-1", &req);
+        let labels = job.metadata.labels.as_ref().expect("labels");
+        assert_eq!(labels[labels::CAPTURE_UID], "uid-1");
+        let annotations = job.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(annotations[labels::NODE], "a");
+        assert_eq!(job.status.and_then(|s| s.active), Some(1));
+    }
+}
