@@ -391,3 +391,57 @@ async fn capture_processes_outliving_a_killed_executor_upload_and_exit() {
     .await;
     assert_eq!(local.nodes_with("before-the-kill"), ["node-a"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_mode_starts_captures_added_later_and_keeps_running() {
+    require_root();
+    let local = Local::new();
+    let web = NetnsPod::new();
+    let targets = target("web", &web, "web", "node-a");
+    local.write_config(&targets, "  []\n");
+    let child = local
+        .command()
+        .arg("--watch")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(local.dir.path().join("local.log")).expect("log"))
+        .spawn()
+        .expect("nightcap local --watch");
+    // An empty file is fine with --watch; a capture added later starts.
+    eventually("waiting for captures", || async {
+        local
+            .log()
+            .contains("Running captures locally.")
+            .then_some(())
+    })
+    .await;
+    local.write_config(
+        &targets,
+        &capture(
+            "later",
+            "{selector: {matchLabels: {app: web}}, duration: 3s}",
+        ),
+    );
+    local.capturing("node-a", "shop/web").await;
+    send(web.ipv4().into(), "added-later", 10);
+    eventually("the capture succeeded", || async {
+        let text = std::fs::read(local.status_path()).ok()?;
+        let all: Vec<Value> = serde_json::from_slice(&text).ok()?;
+        (all.first()?["status"]["phase"] == "Succeeded").then_some(())
+    })
+    .await;
+    // Still running after every capture finished: only a signal ends it.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut child = child;
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "exited on its own"
+    );
+    terminate(child.id()).expect("SIGTERM");
+    let (out, lines) = tokio::task::spawn_blocking(move || finish(child))
+        .await
+        .expect("join");
+    assert!(out.status.success(), "{}", local.log());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"]["phase"], "Succeeded");
+    assert_eq!(local.nodes_with("added-later"), ["node-a"]);
+}
