@@ -18,7 +18,13 @@ pub(crate) async fn run(sh: Arc<Shared>) {
             _ = sh.store.gc.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        sh.store.write(pass);
+        // Passing over every object after every write made writes O(objects) each (10k pods
+        // took minutes to load); only changes that can matter to the collector trigger a pass.
+        sh.store.write(|st| {
+            if st.take_gc_due() {
+                pass(st);
+            }
+        });
     }
 }
 
@@ -51,7 +57,7 @@ fn delete(st: &mut State, key: &str, o: &Value, ctx: &mut WriteCtx) {
 pub(crate) fn pass(st: &mut State) {
     let mut ctx = WriteCtx::new("generic-garbage-collector");
     // Dependents whose owners are gone.
-    for (key, obj) in st.all_objects() {
+    for (key, obj) in st.gc_objects() {
         let Some(refs) = obj["metadata"]["ownerReferences"].as_array() else {
             continue;
         };
@@ -72,7 +78,7 @@ pub(crate) fn pass(st: &mut State) {
         }
     }
     // Foreground deletion: delete dependents, then drop the finalizer.
-    for (key, obj) in st.all_objects() {
+    for (key, obj) in st.gc_objects() {
         let fg = obj["metadata"]["finalizers"]
             .as_array()
             .is_some_and(|f| f.contains(&json!("foregroundDeletion")));
@@ -81,7 +87,7 @@ pub(crate) fn pass(st: &mut State) {
         }
         let uid = meta_str(&obj, "uid").to_string();
         let dependents: Vec<(String, Arc<Value>)> = st
-            .all_objects()
+            .gc_objects()
             .into_iter()
             .filter(|(_, o)| {
                 o["metadata"]["ownerReferences"]

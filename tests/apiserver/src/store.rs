@@ -2,7 +2,7 @@
 //! history that watches replay from (older versions get 410 Gone, like a compacted etcd).
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -42,10 +42,25 @@ pub(crate) struct State {
     /// Changes with rv <= compacted are no longer replayable.
     pub compacted: u64,
     history_limit: usize,
+    /// A change the garbage collector must look at happened since its last pass.
+    gc_due: bool,
+    /// (storage key, namespace, name) of every object the collector may act on or wait for
+    /// (see [`gc_relevant`]), so a pass does not read every stored object.
+    gc_keys: BTreeSet<(String, String, String)>,
 }
 
 pub(crate) fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
     obj["metadata"][field].as_str().unwrap_or("")
+}
+
+/// Whether the garbage collector's outcome can depend on this object: it has owners, or it is
+/// being deleted (foreground deletion, namespace termination).
+fn gc_relevant(obj: &Value) -> bool {
+    let meta = &obj["metadata"];
+    meta["ownerReferences"]
+        .as_array()
+        .is_some_and(|r| !r.is_empty())
+        || !meta["deletionTimestamp"].is_null()
 }
 
 impl State {
@@ -58,6 +73,8 @@ impl State {
             history: VecDeque::new(),
             compacted: 0,
             history_limit,
+            gc_due: false,
+            gc_keys: BTreeSet::new(),
         }
     }
 
@@ -92,6 +109,14 @@ impl State {
             .collect()
     }
 
+    /// The stored objects that have owners or are being deleted, with their storage keys.
+    pub fn gc_objects(&self) -> Vec<(String, Arc<Value>)> {
+        self.gc_keys
+            .iter()
+            .filter_map(|(k, ns, name)| Some((k.clone(), self.get(k, ns, name)?)))
+            .collect()
+    }
+
     /// Whether an object with this uid exists.
     pub fn uid_exists(&self, uid: &str) -> bool {
         self.uids.contains_key(uid)
@@ -120,6 +145,14 @@ impl State {
             .entry(key.to_string())
             .or_default()
             .insert((ns.clone(), name.clone()), obj.clone());
+        let relevant = gc_relevant(&obj);
+        self.gc_due |= relevant || old.as_deref().is_some_and(gc_relevant);
+        let gc_key = (key.to_string(), ns.clone(), name.clone());
+        if relevant {
+            self.gc_keys.insert(gc_key);
+        } else {
+            self.gc_keys.remove(&gc_key);
+        }
         self.uids.insert(uid, (key.to_string(), ns.clone(), name));
         let kind = if old.is_some() {
             ChangeKind::Modified
@@ -147,6 +180,10 @@ impl State {
         let mut last = (*old).clone();
         last["metadata"]["resourceVersion"] = Value::String(rv.to_string());
         self.uids.remove(meta_str(&old, "uid"));
+        // Dependents of a removed object may have lost their last owner.
+        self.gc_due = true;
+        self.gc_keys
+            .remove(&(key.to_string(), ns.to_string(), name.to_string()));
         let last = Arc::new(last);
         self.record(Change {
             rv,
@@ -167,6 +204,13 @@ impl State {
         Ok(self.history.range(start..).cloned().collect())
     }
 
+    /// Whether the garbage collector must pass again; clears the mark. A pass is a function of
+    /// the stored objects, so without a change to an object with owners, to one being deleted,
+    /// or a removal since the last pass, another pass would find nothing to do.
+    pub fn take_gc_due(&mut self) -> bool {
+        std::mem::take(&mut self.gc_due)
+    }
+
     /// Forget all history up to now: every watch from an older version gets 410 Gone.
     pub fn compact(&mut self) {
         // A write with no object (like etcd's compaction revision), so that even a watcher that
@@ -183,7 +227,7 @@ pub(crate) struct Store {
     state: Mutex<State>,
     rv_tx: watch::Sender<u64>,
     epoch_tx: watch::Sender<u64>,
-    /// Woken after deletions so the garbage collector runs.
+    /// Woken after changes the garbage collector must look at (see [`State::take_gc_due`]).
     pub gc: Notify,
 }
 
@@ -204,13 +248,15 @@ impl Store {
 
     /// Mutating access; watchers and the garbage collector are woken afterwards.
     pub fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let (out, rv) = {
+        let (out, rv, gc_due) = {
             let mut st = self.read();
             let out = f(&mut st);
-            (out, st.rv)
+            (out, st.rv, st.gc_due)
         };
         if *self.rv_tx.borrow() != rv {
             self.rv_tx.send_replace(rv);
+        }
+        if gc_due {
             self.gc.notify_one();
         }
         out
