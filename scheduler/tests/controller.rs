@@ -283,3 +283,50 @@ async fn restarted_scheduler_creates_no_duplicate_jobs_and_converges() {
     .await;
     assert_eq!(c.status.and_then(|s| s.node_count), Some(3));
 }
+
+/// Captures that exist when the scheduler starts are reconciled at once, while the pod cache is
+/// still listing (more pods than one list page). Every one of them must be planned, not only the
+/// reconcile that happened to wait last on the cache.
+#[tokio::test]
+async fn every_capture_is_planned_when_pods_are_still_listing() {
+    use futures::{StreamExt, TryStreamExt, stream};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::PostParams;
+
+    let cluster = Cluster::start().await;
+    cluster.node("node-a", true).await;
+    cluster.pod("web-1", "node-a").await;
+    // Unselected pods so that the scheduler's pod list takes several pages.
+    let pods: Api<Pod> = Api::namespaced(cluster.admin.clone(), NS);
+    stream::iter(0..1600)
+        .map(|i| {
+            let pods = pods.clone();
+            async move {
+                let pod: Pod = serde_json::from_value(json!({
+                    "metadata": {"name": format!("other-{i}"), "labels": {"app": "other"}},
+                    "spec": {"nodeName": "node-a", "containers": [{"name": "app", "image": "app"}]},
+                }))
+                .expect("pod JSON");
+                pods.create(&PostParams::default(), &pod).await.map(drop)
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("pods created");
+    let names: Vec<String> = (0..30).map(|i| format!("debug-{i}")).collect();
+    for name in &names {
+        cluster.capture(name).await;
+    }
+    let _scheduler = Scheduler::start(cluster.scheduler_client(), "scheduler-0", None);
+    eventually("a Job for every capture", || async {
+        let api: Api<Job> = Api::namespaced(cluster.admin.clone(), NS);
+        let jobs = api.list(&Default::default()).await.expect("jobs").items;
+        (jobs.len() == names.len()).then_some(())
+    })
+    .await;
+    for name in &names {
+        let c = cluster.get_capture(name).await.expect("capture exists");
+        assert_eq!(phase(&c), Some(Phase::Scheduled), "{name}");
+    }
+}

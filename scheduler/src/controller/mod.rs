@@ -64,6 +64,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The clock.
     pub clock: Clock,
+    /// True once the pod, node and Job caches hold their initial lists.
+    caches_ready: tokio::sync::watch::Receiver<bool>,
     pod_cache: Store<Pod>,
     node_cache: Store<Node>,
     job_cache: Store<Job>,
@@ -134,6 +136,7 @@ pub async fn run(
             instance: settings.instance.clone(),
         },
     );
+    let caches_ready = announce_ready(pod_cache.clone(), node_cache.clone(), job_cache.clone());
     let ctx = Arc::new(Context {
         client,
         planner: settings.planner,
@@ -141,6 +144,7 @@ pub async fn run(
         metrics,
         recorder,
         clock,
+        caches_ready,
         pod_cache,
         node_cache,
         job_cache,
@@ -164,6 +168,30 @@ pub async fn run(
         .await;
 }
 
+/// A channel that turns true once every cache holds its initial list (closed, if a cache's
+/// watch ends first).
+///
+/// One task waits on the caches and reconciles wait on the channel: kube's
+/// `Store::wait_until_ready` wakes only the task that polled it last, so when many reconciles
+/// waited on a cache still loading (10k pods are listed in pages while the captures are already
+/// known), all but one stayed asleep for good and their captures were never planned again.
+fn announce_ready(
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    jobs: Store<Job>,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if pods.wait_until_ready().await.is_ok()
+            && nodes.wait_until_ready().await.is_ok()
+            && jobs.wait_until_ready().await.is_ok()
+        {
+            let _ = tx.send(true);
+        }
+    });
+    rx
+}
+
 /// Plans one capture and applies the plan, behind the finalizer.
 pub async fn reconcile(capture: Arc<PacketCapture>, ctx: Arc<Context>) -> Result<Requeue> {
     let started = Instant::now();
@@ -175,18 +203,11 @@ pub async fn reconcile(capture: Arc<PacketCapture>, ctx: Arc<Context>) -> Result
         uid = %capture.uid().unwrap_or_default()
     );
     let result = async {
-        ctx.pod_cache
-            .wait_until_ready()
+        ctx.caches_ready
+            .clone()
+            .wait_for(|ready| *ready)
             .await
-            .map_err(|_| Error::CacheClosed("pods"))?;
-        ctx.node_cache
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheClosed("nodes"))?;
-        ctx.job_cache
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheClosed("jobs"))?;
+            .map_err(|_| Error::CacheClosed("pods, nodes or jobs"))?;
         let api: Api<PacketCapture> = Api::namespaced(ctx.client.clone(), &ns);
         if capture.finalizers().is_empty() && capture.metadata.deletion_timestamp.is_none() {
             return add_first_finalizer(&api, &capture).await;
