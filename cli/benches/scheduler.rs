@@ -31,7 +31,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client,
     api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
-    runtime::{WatchStreamExt, watcher},
+    runtime::watcher,
 };
 use nightcap_api::{PacketCapture, PacketCaptureSpec};
 use nightcap_scheduler::plan::{PlanConfig, Planner};
@@ -465,11 +465,21 @@ fn report_rss(child: &Child, when: &str) {
 async fn follow_latency(admin: &Client, nodes: usize, captures: usize) {
     let jobs: Api<Job> = Api::all(admin.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel::<()>();
     let watch = tokio::spawn(async move {
-        let mut s = watcher(jobs, watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(job)) = s.next().await {
+        let mut listed_tx = Some(listed_tx);
+        let mut s = watcher(jobs, watcher::Config::default()).boxed();
+        while let Some(Ok(event)) = s.next().await {
+            let job = match event {
+                watcher::Event::Apply(job) | watcher::Event::InitApply(job) => job,
+                watcher::Event::InitDone => {
+                    if let Some(tx) = listed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                    continue;
+                }
+                watcher::Event::Init | watcher::Event::Delete(_) => continue,
+            };
             let node = job
                 .spec
                 .and_then(|s| s.template.spec)
@@ -481,6 +491,8 @@ async fn follow_latency(admin: &Client, nodes: usize, captures: usize) {
             }
         }
     });
+    // The watch's first list (every Job so far) is not part of any round.
+    listed_rx.await.expect("the Job watch lists");
     let mut latencies = Vec::new();
     let seen = Arc::new(std::sync::Mutex::new(BTreeMap::<String, Instant>::new()));
     for round in 0..FOLLOW_ROUNDS.min(captures) {
