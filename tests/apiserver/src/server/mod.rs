@@ -152,6 +152,9 @@ impl ApiServer {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
+                        // Like kube-apiserver (Go sets TCP_NODELAY on every connection): a small
+                        // watch event must not wait for the client's delayed ACK (~40 ms).
+                        let _ = stream.set_nodelay(true);
                         let svc = TowerToHyperService::new(router.clone());
                         let acceptor = acceptor.clone();
                         conns.spawn(async move {
