@@ -8,15 +8,14 @@
 //! executor stops the process with SIGTERM; the window end and the limits stop it too, and so
 //! does the executor's death (the process is orphaned).
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{path::Path, time::Duration};
 
 use kube::ResourceExt;
 use nightcap_api::{PacketCapture, local::LocalTargets};
-use nightcap_storage::{StoreConfig, UploadOptions, Uploader};
 use tracing::{info, warn};
 
-use super::{accepted, invalid, options, pods, report, signal, size, wind_up};
-use crate::{Capture, CaptureArgs, Error, Result, engine::FileIdentity};
+use super::{accepted, invalid, options, pods, report, signal, start, wind_up};
+use crate::{CaptureArgs, Error, Result, engine::FileIdentity};
 
 /// How often the targets file is read and the report refreshed.
 const TICK: Duration = Duration::from_millis(250);
@@ -76,29 +75,10 @@ async fn follow(args: &CaptureArgs, pc: PacketCapture, node: &str) -> Result<()>
         node: node.into(),
     };
     let opts = options(args, &spec, identity, window)?;
-    let store = StoreConfig::from_url(&args.output)?.open()?;
-    let uploader = Arc::new(Uploader::new(
-        store.store.clone(),
-        store.prefix.clone(),
-        UploadOptions {
-            multipart_threshold: size("multipart-threshold", &args.multipart_threshold)?,
-            ..UploadOptions::default()
-        },
-    ));
-    let capture = Arc::new(Capture::start(
-        opts,
-        uploader,
-        store.store.clone(),
-        store.prefix.clone(),
-    )?);
+    let (capture, lister) = start(args, opts)?;
     let report_file = args.kube.report_file.clone().unwrap_or_default();
     let targets_file = args.kube.targets_file.clone().unwrap_or_default();
-    let mut reporter = report::Reporter::new(
-        report::Sink::File(report_file),
-        &pc,
-        node,
-        nightcap_storage::Lister::new(store.store.clone(), store.prefix.clone()),
-    );
+    let mut reporter = report::Reporter::new(report::Sink::File(report_file), &pc, node, lister);
     let mut targets = pods::Targets::new(capture.clone(), &namespace, &spec);
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;

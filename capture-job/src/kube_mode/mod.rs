@@ -257,21 +257,7 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
         node: node.into(),
     };
     let opts = options(args, &spec, identity, window)?;
-    let store = StoreConfig::from_url(&args.output)?.open()?;
-    let uploader = Arc::new(Uploader::new(
-        store.store.clone(),
-        store.prefix.clone(),
-        UploadOptions {
-            multipart_threshold: size("multipart-threshold", &args.multipart_threshold)?,
-            ..UploadOptions::default()
-        },
-    ));
-    let capture = Arc::new(Capture::start(
-        opts,
-        uploader,
-        store.store.clone(),
-        store.prefix.clone(),
-    )?);
+    let (capture, lister) = start(args, opts)?;
     let idle_after = args
         .kube
         .exit_when_idle
@@ -285,12 +271,8 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
     )
     .default_backoff()
     .boxed();
-    let mut reporter = report::Reporter::new(
-        report::Sink::Api(Box::new(captures)),
-        &pc,
-        node,
-        nightcap_storage::Lister::new(store.store.clone(), store.prefix.clone()),
-    );
+    let mut reporter =
+        report::Reporter::new(report::Sink::Api(Box::new(captures)), &pc, node, lister);
     let mut targets = pods::Targets::new(capture.clone(), namespace, &spec);
     targets.attach_node_level().await;
 
@@ -352,6 +334,25 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
     }
     drop((events, own));
     wind_up(capture, targets, reporter).await
+}
+
+/// Opens the store and starts the capture; also returns a lister of the store for reports.
+fn start(
+    args: &CaptureArgs,
+    opts: CaptureOptions,
+) -> Result<(Arc<Capture>, nightcap_storage::Lister)> {
+    let store = StoreConfig::from_url(&args.output)?.open()?;
+    let uploader = Arc::new(Uploader::new(
+        store.store.clone(),
+        store.prefix.clone(),
+        UploadOptions {
+            multipart_threshold: size("multipart-threshold", &args.multipart_threshold)?,
+            ..UploadOptions::default()
+        },
+    ));
+    let lister = nightcap_storage::Lister::new(store.store.clone(), store.prefix.clone());
+    let capture = Capture::start(opts, uploader, store.store, store.prefix)?;
+    Ok((Arc::new(capture), lister))
 }
 
 /// Stops capturing, uploads the last files while reporting Uploading, reports Finished and
