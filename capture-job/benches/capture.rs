@@ -1,12 +1,15 @@
 //! Benchmark: nightcap vs `tcpdump -w`, same interface, same filter, same run.
 //!
-//! A sendmmsg UDP generator floods from inside a network namespace for 5 s; nightcap
-//! (`nightcap-capture`) and tcpdump capture the namespace's eth0 at the same time. Printed per
-//! scenario and tool: packets sent / captured / dropped, CPU seconds (user+sys) while capturing,
-//! ns of CPU per captured packet, peak RSS, and nightcap/tcpdump ratios. No assertions on time.
+//! A sendmmsg UDP generator floods from inside a network namespace for 5 s while nightcap
+//! (`nightcap-capture`) and/or tcpdump capture the namespace's eth0: each tool alone (one flood
+//! each, back to back) and both at the same time. Printed per scenario and tool: packets sent /
+//! captured / dropped, CPU seconds (user+sys, all threads) during the flood, ns of CPU per
+//! captured packet, peak RSS, and nightcap/tcpdump ratios. No assertions on time.
 //!
 //! Run as root: `cargo bench -p nightcap-capture-job --bench capture`.
 //! Scenarios: 64-byte packets, all kept; 64-byte packets, 1 in 1000 kept; 1400-byte packets.
+//! Environment: `NIGHTCAP_BENCH_MODES=alone,together`, `NIGHTCAP_BENCH_CASES=64,selective,1400`,
+//! `NIGHTCAP_BENCH_ARGS` (extra nightcap-capture flags), `NIGHTCAP_BENCH_DIR` (spool and files).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -115,11 +118,32 @@ fn signal(child: &Child, sig: i32) {
     }
 }
 
-fn scenario(pod: &NetnsPod, label: &str, filter: &str, payload: usize, selective: u64, dir: &Path) {
-    let spool = dir.join("spool");
-    let out = dir.join("out");
-    let pcap = dir.join("tcpdump.pcap");
-    let nightcap = Command::new(BIN)
+/// Which tools capture during one flood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tools {
+    /// nightcap and tcpdump on the same interface at the same time (they share the CPUs).
+    Together,
+    /// nightcap only.
+    Nightcap,
+    /// tcpdump only.
+    Tcpdump,
+}
+
+/// One flood: packets sent and what each running tool did.
+struct Run {
+    sent: u64,
+    load: String,
+    nightcap: Option<Row>,
+    tcpdump: Option<Row>,
+}
+
+fn start_nightcap(pod: &NetnsPod, filter: &str, dir: &Path) -> Child {
+    let extra: Vec<String> = std::env::var("NIGHTCAP_BENCH_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    Command::new(BIN)
         .args(["--netns", pod.name(), "--filter", filter])
         .args([
             "--rotate-bytes",
@@ -131,21 +155,45 @@ fn scenario(pod: &NetnsPod, label: &str, filter: &str, payload: usize, selective
         ])
         .args(["--ring-block-size", "1MiB", "--ring-blocks", "16"])
         .arg("--spool-dir")
-        .arg(&spool)
-        .args(["--output", &format!("file://{}", out.display())])
+        .arg(dir.join("spool"))
+        .args(["--output", &format!("file://{}", dir.join("out").display())])
+        .args(&extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("NIGHTCAP_BENCH_STDERR").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
-        .expect("start nightcap-capture");
-    let tcpdump = pod
-        .command("tcpdump")
+        .expect("start nightcap-capture")
+}
+
+fn start_tcpdump(pod: &NetnsPod, filter: &str, dir: &Path) -> Child {
+    pod.command("tcpdump")
         .args(["-i", "eth0", "-n", "-B", "16384", "-s", "262144", "-w"])
-        .arg(&pcap)
+        .arg(dir.join("tcpdump.pcap"))
         .arg(filter)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start tcpdump");
+        .expect("start tcpdump")
+}
+
+fn flood(
+    pod: &NetnsPod,
+    filter: &str,
+    payload: usize,
+    selective: u64,
+    dir: &Path,
+    tools: Tools,
+) -> Run {
+    // Start from a clean page cache state: the previous run's files are written back first,
+    // so neither tool pays for the other's writeback.
+    // SAFETY: sync(2) takes no arguments.
+    unsafe { libc::sync() };
+    std::fs::create_dir_all(dir).expect("bench dir");
+    let nightcap = (tools != Tools::Tcpdump).then(|| start_nightcap(pod, filter, dir));
+    let tcpdump = (tools != Tools::Nightcap).then(|| start_tcpdump(pod, filter, dir));
     std::thread::sleep(Duration::from_secs(2));
     // Sinks on the host so the flood is not answered with ICMP port unreachable.
     let _sinks: Vec<std::net::UdpSocket> = [7000, 7001]
@@ -153,7 +201,8 @@ fn scenario(pod: &NetnsPod, label: &str, filter: &str, payload: usize, selective
         .map(|p| std::net::UdpSocket::bind((pod.host_ipv4(), p)).expect("sink socket"))
         .collect();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let (n0, t0) = (cpu_seconds(nightcap.id()), cpu_seconds(tcpdump.id()));
+    let cpu0 = |c: &Option<Child>| c.as_ref().map_or(0.0, |c| cpu_seconds(c.id()));
+    let (n0, t0) = (cpu0(&nightcap), cpu0(&tcpdump));
     let sent = generate(
         pod,
         SocketAddr::new(IpAddr::V4(pod.host_ipv4()), 7000),
@@ -161,53 +210,76 @@ fn scenario(pod: &NetnsPod, label: &str, filter: &str, payload: usize, selective
         selective,
     );
     std::thread::sleep(Duration::from_secs(1));
-    let mut nc = Row {
-        cpu: cpu_seconds(nightcap.id()) - n0,
-        rss: peak_rss_mib(nightcap.id()),
-        ..Row::default()
+    let row = |c: &Option<Child>, c0: f64| {
+        c.as_ref().map(|c| Row {
+            cpu: cpu_seconds(c.id()) - c0,
+            rss: peak_rss_mib(c.id()),
+            ..Row::default()
+        })
     };
-    let mut td = Row {
-        cpu: cpu_seconds(tcpdump.id()) - t0,
-        rss: peak_rss_mib(tcpdump.id()),
-        ..Row::default()
-    };
-    signal(&tcpdump, libc::SIGINT);
-    signal(&nightcap, libc::SIGTERM);
-    let t_out = tcpdump.wait_with_output().expect("tcpdump exits");
-    let n_out = nightcap.wait_with_output().expect("nightcap exits");
-    let json: serde_json::Value =
-        serde_json::from_slice(&n_out.stdout).unwrap_or(serde_json::Value::Null);
-    nc.captured = json["packets_written"].as_u64().unwrap_or(0);
-    nc.dropped = json["packets_dropped"].as_u64().unwrap_or(0);
-    let stderr = String::from_utf8_lossy(&t_out.stderr);
-    let num = |suffix: &str| {
-        stderr
-            .lines()
-            .find(|l| l.ends_with(suffix))
-            .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    td.captured = num("packets captured");
-    td.dropped = num("packets dropped by kernel");
-    let expected = sent / selective;
-    println!(
-        "\n## {label}: filter '{filter}', {}-byte frames, sent {sent} in 5 s ({:.2} M pps), \
-         expected matches {expected}; load average before: {}",
-        payload + 42,
-        sent as f64 / 5e6,
-        load.split_whitespace()
+    let (mut nc, mut td) = (row(&nightcap, n0), row(&tcpdump, t0));
+    if let Some(c) = &tcpdump {
+        signal(c, libc::SIGINT);
+    }
+    if let Some(c) = &nightcap {
+        signal(c, libc::SIGTERM);
+    }
+    if let (Some(c), Some(r)) = (tcpdump, td.as_mut()) {
+        let out = c.wait_with_output().expect("tcpdump exits");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let num = |suffix: &str| {
+            stderr
+                .lines()
+                .find(|l| l.ends_with(suffix))
+                .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        r.captured = num("packets captured");
+        r.dropped = num("packets dropped by kernel");
+    }
+    if let (Some(c), Some(r)) = (nightcap, nc.as_mut()) {
+        let out = c.wait_with_output().expect("nightcap exits");
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        r.captured = json["packets_written"].as_u64().unwrap_or(0);
+        r.dropped = json["packets_dropped"].as_u64().unwrap_or(0);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    Run {
+        sent,
+        load: load
+            .split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" "),
+        nightcap: nc,
+        tcpdump: td,
+    }
+}
+
+fn scenario(
+    pod: &NetnsPod,
+    label: &str,
+    filter: &str,
+    payload: usize,
+    selective: u64,
+    dir: &Path,
+    modes: &[Tools],
+) {
+    println!(
+        "\n## {label}: filter '{filter}', {}-byte frames, 5 s flood; 1 in {selective} matches",
+        payload + 42,
     );
     println!(
-        "| tool | captured | dropped | lost vs expected | CPU s (user+sys) | ns CPU / captured pkt | peak RSS MiB |"
+        "| run | tool | sent (M pps) | captured | dropped | lost vs expected | CPU s (user+sys) | ns CPU / captured pkt | peak RSS MiB | load avg |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (name, r) in [("nightcap", &nc), ("tcpdump -w", &td)] {
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let per_pkt = |run: &str, name: &str, sent: u64, load: &str, r: &Row| {
+        let expected = sent / selective;
         let lost = expected.saturating_sub(r.captured);
         println!(
-            "| {name} | {} | {} | {lost} ({:.2}%) | {:.2} | {:.0} | {:.1} |",
+            "| {run} | {name} | {sent} ({:.2}) | {} | {} | {lost} ({:.2}%) | {:.3} | {:.0} | {:.1} | {load} |",
+            sent as f64 / 5e6,
             r.captured,
             r.dropped,
             100.0 * lost as f64 / expected.max(1) as f64,
@@ -215,13 +287,42 @@ fn scenario(pod: &NetnsPod, label: &str, filter: &str, payload: usize, selective
             1e9 * r.cpu / r.captured.max(1) as f64,
             r.rss
         );
+        r.cpu / r.captured.max(1) as f64
+    };
+    let mut alone = (None, None);
+    for &mode in modes {
+        let run = flood(pod, filter, payload, selective, dir, mode);
+        let name = if mode == Tools::Together {
+            "together"
+        } else {
+            "alone"
+        };
+        let n = run
+            .nightcap
+            .as_ref()
+            .map(|r| per_pkt(name, "nightcap", run.sent, &run.load, r));
+        let t = run
+            .tcpdump
+            .as_ref()
+            .map(|r| per_pkt(name, "tcpdump -w", run.sent, &run.load, r));
+        if let (Some(n), Some(t)) = (n, t) {
+            println!(
+                "| together | ratio nightcap/tcpdump CPU per captured packet: {:.2} |||||||||",
+                n / t
+            );
+        }
+        match mode {
+            Tools::Nightcap => alone.0 = n,
+            Tools::Tcpdump => alone.1 = t,
+            Tools::Together => {}
+        }
     }
-    println!(
-        "ratio nightcap/tcpdump: CPU {:.2}, CPU per captured packet {:.2}",
-        nc.cpu / td.cpu.max(1e-9),
-        (nc.cpu / nc.captured.max(1) as f64) / (td.cpu / td.captured.max(1) as f64).max(1e-18)
-    );
-    let _ = std::fs::remove_dir_all(dir);
+    if let (Some(n), Some(t)) = alone {
+        println!(
+            "| alone | ratio nightcap/tcpdump CPU per captured packet: {:.2} |||||||||",
+            n / t
+        );
+    }
 }
 
 fn main() {
@@ -239,14 +340,40 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("nightcap-bench-{}", std::process::id()));
-    for (label, filter, payload, selective) in [
-        ("64 B, all match", "udp", 22, 1),
-        ("64 B, 1 in 1000 match", "udp dst port 7001", 22, 1000),
-        ("1400 B, all match", "udp", 1358, 1),
+    // NIGHTCAP_BENCH_MODES: comma-separated `alone` (each tool by itself, one after the other,
+    // same flood) and `together` (both at once). NIGHTCAP_BENCH_CASES: `64`, `selective`, `1400`.
+    let modes_env =
+        std::env::var("NIGHTCAP_BENCH_MODES").unwrap_or_else(|_| "alone,together".into());
+    let mut modes = Vec::new();
+    for m in modes_env.split(',') {
+        match m.trim() {
+            "alone" => modes.extend([Tools::Nightcap, Tools::Tcpdump]),
+            "together" => modes.push(Tools::Together),
+            "nightcap" => modes.push(Tools::Nightcap),
+            "tcpdump" => modes.push(Tools::Tcpdump),
+            other => panic!(
+                "NIGHTCAP_BENCH_MODES: unknown mode {other:?} (alone, together, nightcap, tcpdump)"
+            ),
+        }
+    }
+    let cases =
+        std::env::var("NIGHTCAP_BENCH_CASES").unwrap_or_else(|_| "64,selective,1400".into());
+    for (case, label, filter, payload, selective) in [
+        ("64", "64 B, all match", "udp", 22, 1),
+        (
+            "selective",
+            "64 B, 1 in 1000 match",
+            "udp dst port 7001",
+            22,
+            1000,
+        ),
+        ("1400", "1400 B, all match", "udp", 1358, 1),
     ] {
+        if !cases.split(',').any(|c| c.trim() == case) {
+            continue;
+        }
         let dir = base.join(label.replace([' ', ','], "_"));
-        std::fs::create_dir_all(&dir).expect("bench dir");
-        scenario(&pod, label, filter, payload, selective, &dir);
+        scenario(&pod, label, filter, payload, selective, &dir, &modes);
     }
     let _ = std::fs::remove_dir_all(&base);
 }

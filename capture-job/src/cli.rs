@@ -71,6 +71,10 @@ pub struct CaptureArgs {
     /// dropped (and counted) rather than files deleted.
     #[arg(long, env = "NIGHTCAP_SPOOL_MAX_BYTES", default_value = "1GiB")]
     pub spool_max_bytes: String,
+    /// Write spool files with O_DIRECT (bypassing the page cache) where the file system allows
+    /// it; `false` writes through the page cache.
+    #[arg(long, env = "NIGHTCAP_SPOOL_DIRECT_IO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub spool_direct_io: bool,
     /// Namespace component of the object keys.
     #[arg(long, env = "NIGHTCAP_NAMESPACE", default_value = "local")]
     pub namespace: String,
@@ -267,6 +271,7 @@ fn plan(args: &CaptureArgs) -> Result<Plan> {
                 spool_max_bytes: size("spool-max-bytes", &args.spool_max_bytes)?,
                 identity,
                 first_seq: 0,
+                direct_io: args.spool_direct_io,
             },
             ring,
             upload: UploaderConfig {

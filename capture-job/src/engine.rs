@@ -1,10 +1,9 @@
-//! The capture thread: polls every target's ring, writes kept packets to the open pcapng file,
-//! rotates it (size or age, whichever first), enforces the stop limits and hands each closed
-//! file to the spool. One thread, no per-packet allocation or lock.
+//! The capture thread: polls every target's ring, encodes kept packets as pcapng into the open
+//! file's chunks, rotates files (size or age, whichever first) and enforces the stop limits.
+//! No per-packet allocation, lock or system call; the disk belongs to the writer thread
+//! ([`crate::writer`]), which writes the chunks and hands each closed file to the uploader.
 
 use std::{
-    fs::File,
-    io::BufWriter,
     os::fd::AsRawFd,
     path::PathBuf,
     sync::{
@@ -19,16 +18,15 @@ use chrono::{DateTime, Utc};
 use nightcap_ebpf::{Packet, PacketRing, RingStats};
 use nightcap_storage::{CaptureKey, FileMeta};
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::{
     Error, Result,
     pcapng::{InterfaceInfo, PcapngWriter},
-    spool::{ClosedFile, Sidecar},
+    spool::ClosedFile,
+    writer::{CloseInfo, FileSink, Writer},
 };
 
-/// Buffer between the ring and the file.
-const WRITE_BUFFER: usize = 1 << 20;
 /// Longest poll when nothing else is due (control messages wake the thread through an
 /// eventfd, rotation and duration deadlines shorten the wait).
 const POLL_MS: u64 = 1000;
@@ -71,6 +69,9 @@ pub struct EngineConfig {
     pub identity: FileIdentity,
     /// First sequence number.
     pub first_seq: u64,
+    /// Write files with O_DIRECT where the spool's file system allows it (see
+    /// [`crate::writer`]); `false` writes through the page cache.
+    pub direct_io: bool,
 }
 
 /// Wakes the capture thread when a control message is queued (an eventfd it polls).
@@ -153,7 +154,7 @@ pub enum StopReason {
 }
 
 struct OpenFile {
-    writer: PcapngWriter<BufWriter<File>>,
+    writer: PcapngWriter<FileSink>,
     partial: PathBuf,
     key: CaptureKey,
     opened: Instant,
@@ -170,7 +171,7 @@ struct Sink {
     file: Option<OpenFile>,
     seq: u64,
     stats: EngineStats,
-    closed: UnboundedSender<ClosedFile>,
+    files: Writer,
     spool_used: Arc<AtomicU64>,
     error: Option<Error>,
 }
@@ -191,10 +192,16 @@ impl Sink {
         self.seq += 1;
         let name = key.file_name();
         let partial = self.cfg.spool_dir.join(format!("{name}.partial"));
-        Sidecar::for_key(&key).write(&self.cfg.spool_dir.join(format!("{name}.json")))?;
-        let file = File::create(&partial).map_err(|e| Error::io(&partial, "creating", e))?;
+        let sink = self
+            .files
+            .open(
+                partial.clone(),
+                self.cfg.spool_dir.join(format!("{name}.json")),
+                key.clone(),
+            )
+            .map_err(|e| Error::io(&partial, "creating", e))?;
         let mut writer = PcapngWriter::new(
-            BufWriter::with_capacity(WRITE_BUFFER, file),
+            sink,
             &self.cfg.shb_comment,
             concat!("nightcap ", env!("CARGO_PKG_VERSION")),
         )
@@ -224,36 +231,29 @@ impl Sink {
         };
         let packets = f.writer.packets();
         let bytes = f.writer.bytes();
-        let file = f
+        let sink = f
             .writer
             .finish()
-            .map_err(|e| Error::io(&f.partial, "flushing", e))?
-            .into_inner()
-            .map_err(|e| Error::io(&f.partial, "flushing", e.into_error()))?;
-        file.sync_data()
-            .map_err(|e| Error::io(&f.partial, "syncing", e))?;
-        let name = f.key.file_name();
-        let done = self.cfg.spool_dir.join(&name);
-        let end = Utc::now();
+            .map_err(|e| Error::io(&f.partial, "flushing", e))?;
         let meta = FileMeta {
             pods: Vec::new(),
             start: Some(f.start),
-            end: Some(end),
+            end: Some(Utc::now()),
             packets: Some(packets),
         };
-        Sidecar::new(&f.key, &meta).write(&self.cfg.spool_dir.join(format!("{name}.json")))?;
-        std::fs::rename(&f.partial, &done).map_err(|e| Error::io(&done, "renaming", e))?;
+        // Counted now: the writer thread renames and queues it shortly.
         self.spool_used.fetch_add(bytes, Ordering::SeqCst);
         self.stats.files += 1;
-        info!(file = %name, packets, bytes, "Closed capture file.");
-        // The receiver is gone only when the uploader died; the file stays in the spool.
-        let _ = self.closed.send(ClosedFile {
-            path: done,
-            key: f.key,
-            meta,
-            bytes,
-        });
-        Ok(())
+        self.files
+            .close(
+                sink,
+                CloseInfo {
+                    key: f.key,
+                    meta,
+                    bytes,
+                },
+            )
+            .map_err(|e| Error::io(&f.partial, "closing", e))
     }
 
     fn packet(&mut self, target: u64, p: &Packet<'_>) -> Result<()> {
@@ -320,11 +320,31 @@ impl Sink {
     }
 }
 
-/// Runs the capture loop until stopped; closes the last file before returning.
+/// Drains every packet `ring` holds into `sink` (target `id`).
+fn drain_all(sink: &mut Sink, id: u64, ring: &mut PacketRing) {
+    ring.drain(usize::MAX, |p| {
+        if sink.error.is_none()
+            && let Err(e) = sink.packet(id, p)
+        {
+            sink.error = Some(e);
+        }
+    });
+}
+
+/// A removed target's ring, kept until the kernel has handed over its partly filled block.
+struct Retiring {
+    id: u64,
+    ring: Box<PacketRing>,
+    at: Instant,
+}
+
+/// Runs the capture loop until stopped; closes the last file and waits for the writer thread
+/// before returning.
 ///
 /// `block_timeout` is the rings' block timeout: a partly filled block reaches user space only
-/// after it, so a stopping capture or a removed target waits this long (plus a margin) before
-/// the last drain.
+/// after it, so a stopping capture waits this long (plus a margin) before the last drain, and a
+/// removed target's ring is drained for the last time that long after its removal (meanwhile
+/// the other rings are served as usual).
 pub(crate) fn run(
     cfg: EngineConfig,
     block_timeout: Duration,
@@ -333,21 +353,43 @@ pub(crate) fn run(
     closed: UnboundedSender<ClosedFile>,
     spool_used: Arc<AtomicU64>,
 ) -> Result<EngineStats> {
-    let started = Instant::now();
     let seq = cfg.first_seq;
+    let files = Writer::start(closed, cfg.direct_io)?;
     let mut sink = Sink {
         cfg,
         infos: Vec::new(),
         file: None,
         seq,
         stats: EngineStats::default(),
-        closed,
+        files,
         spool_used,
         error: None,
     };
+    let stats = run_loop(&mut sink, block_timeout, &control, &waker)?;
+    sink.files.finish()?;
+    Ok(stats)
+}
+
+fn run_loop(
+    sink: &mut Sink,
+    block_timeout: Duration,
+    control: &mpsc::Receiver<Control>,
+    waker: &Waker,
+) -> Result<EngineStats> {
+    let started = Instant::now();
+    let retire_after = block_timeout + Duration::from_millis(20);
     let mut rings: Vec<(u64, Box<PacketRing>)> = Vec::new();
+    let mut retiring: Vec<Retiring> = Vec::new();
     let mut removed = RingStats::default();
     let mut pollfds: Vec<libc::pollfd> = Vec::new();
+    let retire = |sink: &mut Sink, mut r: Retiring, removed: &mut RingStats| {
+        drain_all(sink, r.id, &mut r.ring);
+        if let Ok(s) = r.ring.stats() {
+            removed.drops += s.drops;
+            removed.packets += s.packets;
+        }
+        sink.infos.retain(|(t, _)| *t != r.id);
+    };
     let stop = loop {
         // Control messages.
         let mut stop_now = None;
@@ -359,21 +401,14 @@ pub(crate) fn run(
                 }
                 Ok(Control::Remove { id }) => {
                     if let Some(pos) = rings.iter().position(|(r, _)| *r == id) {
-                        // Let the kernel hand over its partly filled block first.
-                        std::thread::sleep(block_timeout + Duration::from_millis(20));
-                        let (_, mut ring) = rings.remove(pos);
-                        ring.drain(usize::MAX, |p| {
-                            if sink.error.is_none()
-                                && let Err(e) = sink.packet(id, p)
-                            {
-                                sink.error = Some(e);
-                            }
+                        // The kernel hands over its partly filled block after the block
+                        // timeout; until then the ring is drained like the others.
+                        let (_, ring) = rings.remove(pos);
+                        retiring.push(Retiring {
+                            id,
+                            ring,
+                            at: Instant::now() + retire_after,
                         });
-                        if let Ok(s) = ring.stats() {
-                            removed.drops += s.drops;
-                            removed.packets += s.packets;
-                        }
-                        sink.infos.retain(|(t, _)| *t != id);
                     }
                 }
                 Ok(Control::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
@@ -389,6 +424,9 @@ pub(crate) fn run(
         if sink.cfg.duration.is_some_and(|d| started.elapsed() >= d) {
             break StopReason::Duration;
         }
+        if let Some(e) = sink.files.take_error() {
+            return Err(e);
+        }
         // Wait for a block on any ring, a control message, or the next deadline.
         let mut wait = Duration::from_millis(POLL_MS);
         if let Some(d) = sink.cfg.duration {
@@ -397,17 +435,26 @@ pub(crate) fn run(
         if let (Some(every), Some(f)) = (sink.cfg.rotate_every, sink.file.as_ref()) {
             wait = wait.min(every.saturating_sub(f.opened.elapsed()));
         }
+        if let Some(first) = retiring.iter().map(|r| r.at).min() {
+            wait = wait.min(first.saturating_duration_since(Instant::now()));
+        }
         pollfds.clear();
         pollfds.push(libc::pollfd {
             fd: waker.0.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         });
-        pollfds.extend(rings.iter().map(|(_, r)| libc::pollfd {
-            fd: r.fd().as_raw_fd(),
-            events: libc::POLLIN | libc::POLLERR,
-            revents: 0,
-        }));
+        pollfds.extend(
+            rings
+                .iter()
+                .map(|(_, r)| r)
+                .chain(retiring.iter().map(|r| &r.ring))
+                .map(|r| libc::pollfd {
+                    fd: r.fd().as_raw_fd(),
+                    events: libc::POLLIN | libc::POLLERR,
+                    revents: 0,
+                }),
+        );
         let timeout = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
         // SAFETY: pollfds is a valid array of the length passed.
         let rc = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, timeout) };
@@ -421,8 +468,11 @@ pub(crate) fn run(
             waker.clear();
         }
         let mut limit = None;
-        for (id, ring) in rings.iter_mut() {
-            let id = *id;
+        let all = rings
+            .iter_mut()
+            .map(|(id, r)| (*id, r))
+            .chain(retiring.iter_mut().map(|r| (r.id, &mut r.ring)));
+        for (id, ring) in all {
             ring.drain(64, |p| {
                 if sink.error.is_some() || limit.is_some() {
                     return;
@@ -439,6 +489,14 @@ pub(crate) fn run(
         if let Some(r) = limit {
             break r;
         }
+        let now = Instant::now();
+        while let Some(pos) = retiring.iter().position(|r| r.at <= now) {
+            let r = retiring.swap_remove(pos);
+            retire(sink, r, &mut removed);
+        }
+        if let Some(e) = sink.error.take() {
+            return Err(e);
+        }
         if let (Some(every), Some(f)) = (sink.cfg.rotate_every, sink.file.as_ref())
             && f.opened.elapsed() >= every
         {
@@ -447,19 +505,15 @@ pub(crate) fn run(
     };
     // Final pass: what the rings hold now belongs to the capture (unless a limit stopped it).
     if stop == StopReason::Requested || stop == StopReason::Duration {
-        if !rings.is_empty() {
+        if !rings.is_empty() || !retiring.is_empty() {
             // The kernel hands over a partly filled block only after the block timeout.
-            std::thread::sleep(block_timeout + Duration::from_millis(20));
+            std::thread::sleep(retire_after);
         }
         for (id, ring) in rings.iter_mut() {
-            let id = *id;
-            ring.drain(usize::MAX, |p| {
-                if sink.error.is_none()
-                    && let Err(e) = sink.packet(id, p)
-                {
-                    sink.error = Some(e);
-                }
-            });
+            drain_all(sink, *id, ring);
+        }
+        for r in retiring.drain(..) {
+            retire(sink, r, &mut removed);
         }
         if let Some(e) = sink.error.take() {
             return Err(e);
@@ -469,6 +523,9 @@ pub(crate) fn run(
     let mut drops = removed.drops;
     for (_, ring) in rings.iter_mut() {
         drops += ring.stats().map(|s| s.drops).unwrap_or(0);
+    }
+    for r in retiring.iter_mut() {
+        drops += r.ring.stats().map(|s| s.drops).unwrap_or(0);
     }
     sink.stats.ring_drops = drops;
     sink.stats.stop = stop;

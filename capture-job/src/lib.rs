@@ -16,6 +16,7 @@ mod kube_mode;
 pub mod pcapng;
 pub mod spool;
 pub mod target;
+mod writer;
 
 use std::{net::IpAddr, path::Path};
 

@@ -216,6 +216,7 @@ fn options(
             spool_max_bytes: size("spool-max-bytes", &args.spool_max_bytes)?,
             identity,
             first_seq: 0,
+            direct_io: args.spool_direct_io,
         },
         ring,
         upload: UploaderConfig {

@@ -40,6 +40,7 @@ pub fn options(expr: Option<&str>, spool: &Path, name: &str) -> CaptureOptions {
                 node: "node-1".into(),
             },
             first_seq: 0,
+            direct_io: true,
         },
         ring: RingConfig {
             block_size: 1 << 16,
