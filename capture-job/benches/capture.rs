@@ -7,8 +7,11 @@
 //! captured packet, peak RSS, and nightcap/tcpdump ratios. No assertions on time.
 //!
 //! Run as root: `cargo bench -p nightcap-capture-job --bench capture`.
-//! Scenarios: 64-byte packets, all kept; 64-byte packets, 1 in 1000 kept; 1400-byte packets.
-//! Environment: `NIGHTCAP_BENCH_MODES=alone,together`, `NIGHTCAP_BENCH_CASES=64,selective,1400`,
+//! Scenarios: 64-byte packets, all kept; 64-byte packets, 1 in 1000 kept; 1400-byte packets in
+//! one file; 1400-byte packets in 100 MB files (nightcap uploads each closed file while it
+//! captures, tcpdump `-C 100` only starts new files).
+//! Environment: `NIGHTCAP_BENCH_MODES=alone,together`,
+//! `NIGHTCAP_BENCH_CASES=64,selective,1400,1400-rotate`,
 //! `NIGHTCAP_BENCH_ARGS` (extra nightcap-capture flags), `NIGHTCAP_BENCH_DIR` (spool and files).
 
 use std::{
@@ -137,26 +140,56 @@ struct Run {
     tcpdump: Option<Row>,
 }
 
-fn start_nightcap(pod: &NetnsPod, filter: &str, dir: &Path) -> Child {
+/// One benchmark scenario.
+struct Case {
+    /// Name in NIGHTCAP_BENCH_CASES.
+    key: &'static str,
+    label: &'static str,
+    filter: &'static str,
+    /// UDP payload bytes (the frame is 42 bytes longer).
+    payload: usize,
+    /// One packet in this many matches the filter.
+    selective: u64,
+    /// Close files at this size (nightcap uploads each to the output while capturing; tcpdump
+    /// `-C` starts a new file); None: one file for the whole flood.
+    rotate_mb: Option<u64>,
+}
+
+/// Where nightcap uploads to: a directory in /dev/shm (tmpfs) when there is one, standing in for
+/// object storage across the network — the upload costs the capture host CPU (copies) but no
+/// disk traffic, so the spool's disk is not also the store's.
+fn output_dir(dir: &Path) -> std::path::PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.join(format!(
+            "nightcap-bench-out-{}-{}",
+            std::process::id(),
+            dir.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ))
+    } else {
+        dir.join("out")
+    }
+}
+
+fn start_nightcap(pod: &NetnsPod, case: &Case, dir: &Path) -> Child {
+    let rotate = case
+        .rotate_mb
+        .map_or_else(|| "100GiB".to_owned(), |mb| format!("{mb}MB"));
     let extra: Vec<String> = std::env::var("NIGHTCAP_BENCH_ARGS")
         .unwrap_or_default()
         .split_whitespace()
         .map(str::to_owned)
         .collect();
     Command::new(BIN)
-        .args(["--netns", pod.name(), "--filter", filter])
-        .args([
-            "--rotate-bytes",
-            "100GiB",
-            "--spool-max-bytes",
-            "100GiB",
-            "--rotate-seconds",
-            "3600",
-        ])
+        .args(["--netns", pod.name(), "--filter", case.filter])
+        .args(["--rotate-bytes", &rotate])
+        .args(["--spool-max-bytes", "100GiB", "--rotate-seconds", "3600"])
         .args(["--ring-block-size", "1MiB", "--ring-blocks", "16"])
         .arg("--spool-dir")
         .arg(dir.join("spool"))
-        .args(["--output", &format!("file://{}", dir.join("out").display())])
+        .args(["--output", &format!("file://{}", output_dir(dir).display())])
         .args(&extra)
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("NIGHTCAP_BENCH_STDERR").is_some() {
@@ -168,32 +201,30 @@ fn start_nightcap(pod: &NetnsPod, filter: &str, dir: &Path) -> Child {
         .expect("start nightcap-capture")
 }
 
-fn start_tcpdump(pod: &NetnsPod, filter: &str, dir: &Path) -> Child {
-    pod.command("tcpdump")
-        .args(["-i", "eth0", "-n", "-B", "16384", "-s", "262144", "-w"])
+fn start_tcpdump(pod: &NetnsPod, case: &Case, dir: &Path) -> Child {
+    let mut cmd = pod.command("tcpdump");
+    cmd.args(["-i", "eth0", "-n", "-B", "16384", "-s", "262144"]);
+    if let Some(mb) = case.rotate_mb {
+        // -C counts millions of bytes; root keeps its privileges for the new files.
+        cmd.args(["-C", &mb.to_string(), "-Z", "root"]);
+    }
+    cmd.arg("-w")
         .arg(dir.join("tcpdump.pcap"))
-        .arg(filter)
+        .arg(case.filter)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start tcpdump")
 }
 
-fn flood(
-    pod: &NetnsPod,
-    filter: &str,
-    payload: usize,
-    selective: u64,
-    dir: &Path,
-    tools: Tools,
-) -> Run {
+fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
     // Start from a clean page cache state: the previous run's files are written back first,
     // so neither tool pays for the other's writeback.
     // SAFETY: sync(2) takes no arguments.
     unsafe { libc::sync() };
     std::fs::create_dir_all(dir).expect("bench dir");
-    let nightcap = (tools != Tools::Tcpdump).then(|| start_nightcap(pod, filter, dir));
-    let tcpdump = (tools != Tools::Nightcap).then(|| start_tcpdump(pod, filter, dir));
+    let nightcap = (tools != Tools::Tcpdump).then(|| start_nightcap(pod, case, dir));
+    let tcpdump = (tools != Tools::Nightcap).then(|| start_tcpdump(pod, case, dir));
     std::thread::sleep(Duration::from_secs(2));
     // Sinks on the host so the flood is not answered with ICMP port unreachable.
     let _sinks: Vec<std::net::UdpSocket> = [7000, 7001]
@@ -206,8 +237,8 @@ fn flood(
     let sent = generate(
         pod,
         SocketAddr::new(IpAddr::V4(pod.host_ipv4()), 7000),
-        payload,
-        selective,
+        case.payload,
+        case.selective,
     );
     std::thread::sleep(Duration::from_secs(1));
     let row = |c: &Option<Child>, c0: f64| {
@@ -245,6 +276,7 @@ fn flood(
         r.dropped = json["packets_dropped"].as_u64().unwrap_or(0);
     }
     let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(output_dir(dir));
     Run {
         sent,
         load: load
@@ -257,18 +289,19 @@ fn flood(
     }
 }
 
-fn scenario(
-    pod: &NetnsPod,
-    label: &str,
-    filter: &str,
-    payload: usize,
-    selective: u64,
-    dir: &Path,
-    modes: &[Tools],
-) {
+fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
+    let selective = case.selective;
     println!(
-        "\n## {label}: filter '{filter}', {}-byte frames, 5 s flood; 1 in {selective} matches",
-        payload + 42,
+        "\n## {}: filter '{}', {}-byte frames, 5 s flood; 1 in {selective} matches; {}",
+        case.label,
+        case.filter,
+        case.payload + 42,
+        match case.rotate_mb {
+            Some(mb) => format!(
+                "{mb} MB files (nightcap uploads each closed file to the output while capturing)"
+            ),
+            None => "one file".to_owned(),
+        }
     );
     println!(
         "| run | tool | sent (M pps) | captured | dropped | lost vs expected | CPU s (user+sys) | ns CPU / captured pkt | peak RSS MiB | load avg |"
@@ -291,7 +324,7 @@ fn scenario(
     };
     let mut alone = (None, None);
     for &mode in modes {
-        let run = flood(pod, filter, payload, selective, dir, mode);
+        let run = flood(pod, case, dir, mode);
         let name = if mode == Tools::Together {
             "together"
         } else {
@@ -341,7 +374,8 @@ fn main() {
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("nightcap-bench-{}", std::process::id()));
     // NIGHTCAP_BENCH_MODES: comma-separated `alone` (each tool by itself, one after the other,
-    // same flood) and `together` (both at once). NIGHTCAP_BENCH_CASES: `64`, `selective`, `1400`.
+    // same flood) and `together` (both at once). NIGHTCAP_BENCH_CASES: `64`, `selective`,
+    // `1400`, `1400-rotate`.
     let modes_env =
         std::env::var("NIGHTCAP_BENCH_MODES").unwrap_or_else(|_| "alone,together".into());
     let mut modes = Vec::new();
@@ -356,24 +390,48 @@ fn main() {
             ),
         }
     }
-    let cases =
-        std::env::var("NIGHTCAP_BENCH_CASES").unwrap_or_else(|_| "64,selective,1400".into());
-    for (case, label, filter, payload, selective) in [
-        ("64", "64 B, all match", "udp", 22, 1),
-        (
-            "selective",
-            "64 B, 1 in 1000 match",
-            "udp dst port 7001",
-            22,
-            1000,
-        ),
-        ("1400", "1400 B, all match", "udp", 1358, 1),
-    ] {
-        if !cases.split(',').any(|c| c.trim() == case) {
+    let cases = std::env::var("NIGHTCAP_BENCH_CASES")
+        .unwrap_or_else(|_| "64,selective,1400,1400-rotate".into());
+    let all = [
+        Case {
+            key: "64",
+            label: "64 B, all match",
+            filter: "udp",
+            payload: 22,
+            selective: 1,
+            rotate_mb: None,
+        },
+        Case {
+            key: "selective",
+            label: "64 B, 1 in 1000 match",
+            filter: "udp dst port 7001",
+            payload: 22,
+            selective: 1000,
+            rotate_mb: None,
+        },
+        Case {
+            key: "1400",
+            label: "1400 B, all match",
+            filter: "udp",
+            payload: 1358,
+            selective: 1,
+            rotate_mb: None,
+        },
+        Case {
+            key: "1400-rotate",
+            label: "1400 B, all match, rotating",
+            filter: "udp",
+            payload: 1358,
+            selective: 1,
+            rotate_mb: Some(100),
+        },
+    ];
+    for case in &all {
+        if !cases.split(',').any(|c| c.trim() == case.key) {
             continue;
         }
-        let dir = base.join(label.replace([' ', ','], "_"));
-        scenario(&pod, label, filter, payload, selective, &dir, &modes);
+        let dir = base.join(case.label.replace([' ', ','], "_"));
+        scenario(&pod, case, &dir, &modes);
     }
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -129,6 +129,10 @@ impl Capture {
         let engine = std::thread::Builder::new()
             .name("nightcap-capture".into())
             .spawn(move || {
+                // Started from a runtime thread it would inherit the runtime's lower priority.
+                if !crate::set_nice(0) {
+                    tracing::debug!("The capture thread could not return to nice 0.");
+                }
                 let r = engine::run(
                     engine_cfg,
                     block_timeout,

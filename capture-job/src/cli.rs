@@ -91,9 +91,15 @@ pub struct CaptureArgs {
     /// in the spool for the next run).
     #[arg(long, env = "NIGHTCAP_UPLOAD_GRACE", default_value = "5m")]
     pub upload_grace: String,
-    /// Files above this size are uploaded in parts.
-    #[arg(long, env = "NIGHTCAP_MULTIPART_THRESHOLD", default_value = "16MiB")]
+    /// Files above this size are uploaded in parts (a smaller file is read into memory whole).
+    #[arg(long, env = "NIGHTCAP_MULTIPART_THRESHOLD", default_value = "8MiB")]
     pub multipart_threshold: String,
+    /// Part size of multipart uploads (S3 needs at least 5 MiB).
+    #[arg(long, env = "NIGHTCAP_UPLOAD_PART_SIZE", default_value = "5MiB")]
+    pub upload_part_size: String,
+    /// Parts uploaded at once. Upload memory is about part size × (parts + 1).
+    #[arg(long, env = "NIGHTCAP_UPLOAD_PARALLEL_PARTS", default_value_t = 2)]
+    pub upload_parallel_parts: usize,
     /// Ring block size per target (power of two).
     #[arg(long, env = "NIGHTCAP_RING_BLOCK_SIZE", default_value = "1MiB")]
     pub ring_block_size: String,
@@ -103,6 +109,24 @@ pub struct CaptureArgs {
     /// Kubernetes mode (what a capture Job runs).
     #[command(flatten)]
     pub kube: crate::KubeArgs,
+}
+
+/// Upload settings from the flags: memory stays near the multipart threshold or
+/// part size × (parallel parts + 1), whichever is larger.
+pub(crate) fn upload_options(args: &CaptureArgs) -> Result<UploadOptions> {
+    let part_size = size("upload-part-size", &args.upload_part_size)?;
+    if part_size < 5 << 20 {
+        return Err(Error::Invalid(
+            "--upload-part-size must be at least 5MiB (the S3 minimum)".into(),
+        ));
+    }
+    Ok(UploadOptions {
+        multipart_threshold: size("multipart-threshold", &args.multipart_threshold)?,
+        part_size: usize::try_from(part_size)
+            .map_err(|_| Error::Invalid("--upload-part-size is too large".into()))?,
+        max_concurrent_parts: args.upload_parallel_parts.max(1),
+        ..UploadOptions::default()
+    })
 }
 
 fn size(flag: &str, text: &str) -> Result<u64> {
@@ -140,7 +164,7 @@ struct Plan {
     opts: CaptureOptions,
     targets: Vec<TargetSpec>,
     store: StoreConfig,
-    multipart_threshold: u64,
+    upload: UploadOptions,
 }
 
 fn plan(args: &CaptureArgs) -> Result<Plan> {
@@ -283,7 +307,7 @@ fn plan(args: &CaptureArgs) -> Result<Plan> {
         },
         targets,
         store,
-        multipart_threshold: size("multipart-threshold", &args.multipart_threshold)?,
+        upload: upload_options(args)?,
     })
 }
 
@@ -316,11 +340,7 @@ pub fn run(args: CaptureArgs) -> Result<()> {
         return crate::kube_mode::run(args);
     }
     let plan = plan(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::runtime()?;
     let summary = runtime.block_on(capture(plan, &args.output))?;
     println!(
         "{}",
@@ -344,10 +364,7 @@ async fn capture(plan: Plan, output: &str) -> Result<Summary> {
     let uploader = Arc::new(Uploader::new(
         opened.store.clone(),
         opened.prefix.clone(),
-        UploadOptions {
-            multipart_threshold: plan.multipart_threshold,
-            ..UploadOptions::default()
-        },
+        plan.upload,
     ));
     let spool_dir = plan.opts.engine.spool_dir.clone();
     let spool_existed = spool_dir.exists();

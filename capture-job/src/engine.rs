@@ -27,9 +27,10 @@ use crate::{
     writer::{CloseInfo, FileSink, Writer},
 };
 
-/// Longest poll when nothing else is due (control messages wake the thread through an
-/// eventfd, rotation and duration deadlines shorten the wait).
-const POLL_MS: u64 = 1000;
+/// Longest poll when nothing else is due: control messages wake the thread through an eventfd,
+/// a ring with a block ready wakes it, and rotation, duration and retiring-ring deadlines
+/// shorten the wait — so a quiet capture only wakes when the kernel hands over a block.
+const POLL_MS: u64 = 10_000;
 
 /// Who the files belong to: the components of their object keys.
 #[derive(Debug, Clone, PartialEq, Eq)]

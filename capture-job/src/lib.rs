@@ -93,5 +93,67 @@ impl Error {
     }
 }
 
+/// Nice value of the async runtime's threads (see [`runtime`]).
+pub const RUNTIME_NICE: i32 = 10;
+
+/// The async runtime of a capture process: one worker thread plus tokio's blocking pool. They
+/// run uploads (reading spool files, talking to storage) and Kubernetes calls at nice
+/// [`RUNTIME_NICE`], below the capture and writer threads (nice 0): on a busy node an upload
+/// then only takes longer, it does not delay draining the rings. Call [`Capture::start`] from
+/// the thread that runs `block_on` (not from a spawned task), so its threads keep nice 0.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(|| {
+            // Without it the process still works, with uploads at the capture's priority.
+            let _ = set_nice(RUNTIME_NICE);
+        })
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))
+}
+
+/// Sets the calling thread's nice value; returns whether the kernel accepted it (going below
+/// the current value needs CAP_SYS_NICE).
+pub(crate) fn set_nice(nice: i32) -> bool {
+    // SAFETY: gettid and setpriority on the calling thread, plain integer arguments.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) == 0
+    }
+}
+
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    fn nice_of_this_thread() -> i32 {
+        // SAFETY: getpriority on the calling thread.
+        unsafe {
+            *libc::__errno_location() = 0;
+            libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t)
+        }
+    }
+
+    #[test]
+    fn runtime_threads_run_below_the_capture_threads() {
+        let rt = super::runtime().expect("runtime");
+        let (task, blocking, plain) = rt.block_on(async {
+            let task = tokio::spawn(async { nice_of_this_thread() })
+                .await
+                .expect("task");
+            let blocking = tokio::task::spawn_blocking(nice_of_this_thread)
+                .await
+                .expect("blocking");
+            // What Capture::start does from block_on: a plain thread keeps nice 0.
+            let plain = std::thread::spawn(nice_of_this_thread)
+                .join()
+                .expect("thread");
+            (task, blocking, plain)
+        });
+        assert_eq!(task, super::RUNTIME_NICE, "async tasks (uploads)");
+        assert_eq!(blocking, super::RUNTIME_NICE, "blocking pool (file reads)");
+        assert_eq!(plain, 0, "threads started by block_on's thread");
+    }
+}

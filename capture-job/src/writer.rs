@@ -25,6 +25,7 @@ use std::{
 };
 
 use nightcap_storage::{CaptureKey, FileMeta};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
@@ -153,6 +154,8 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("nightcap-writer".into())
             .spawn(move || {
+                // Same priority as the capture thread (see `crate::runtime`).
+                let _ = crate::set_nice(0);
                 let mut w = Thread {
                     shared: thread_shared.clone(),
                     closed,
@@ -352,6 +355,9 @@ struct Open {
     len: u64,
     /// The last write was padded (the file is longer than `len` until cut back).
     padded: bool,
+    /// Digest of the bytes written, for the object's `nightcap-sha256` attribute (hashing here,
+    /// while the chunk is still in cache, saves the uploader a second read of the file).
+    sha256: Sha256,
 }
 
 struct Thread {
@@ -387,6 +393,7 @@ impl Thread {
                     direct,
                     len: 0,
                     padded: false,
+                    sha256: Sha256::new(),
                 });
                 Ok(())
             }
@@ -404,7 +411,7 @@ impl Thread {
                     return Ok(());
                 };
                 let meta = info.meta;
-                let done = f.finish(&Sidecar::new(&info.key, &meta))?;
+                let (done, sha256) = f.finish(&Sidecar::new(&info.key, &meta))?;
                 let name = info.key.file_name();
                 info!(file = %name, packets = meta.packets.unwrap_or(0), bytes = info.bytes, "Closed capture file.");
                 // The receiver is gone only when the uploader died; the file stays in the spool.
@@ -413,6 +420,7 @@ impl Thread {
                     key: info.key,
                     meta,
                     bytes: info.bytes,
+                    sha256: Some(sha256),
                 });
                 Ok(())
             }
@@ -446,7 +454,9 @@ impl Open {
             ));
         }
         let pad = self.direct && !chunk.len.is_multiple_of(ALIGN);
+        let used = chunk.len;
         let data = chunk.data(pad);
+        self.sha256.update(&data[..used]);
         self.file
             .write_all(data)
             .map_err(|e| Error::io(&self.partial, "writing", e))?;
@@ -455,8 +465,9 @@ impl Open {
         Ok(())
     }
 
-    /// Cuts the padding, syncs, completes the sidecar and renames: returns the closed path.
-    fn finish(self, sidecar: &Sidecar) -> Result<PathBuf> {
+    /// Cuts the padding, syncs, completes the sidecar and renames: returns the closed path and
+    /// the file's SHA-256 (hex).
+    fn finish(self, sidecar: &Sidecar) -> Result<(PathBuf, String)> {
         if self.padded {
             self.file
                 .set_len(self.len)
@@ -475,7 +486,7 @@ impl Open {
             .partial
             .with_file_name(name.strip_suffix(".partial").unwrap_or(&name));
         std::fs::rename(&self.partial, &done).map_err(|e| Error::io(&done, "renaming", e))?;
-        Ok(done)
+        Ok((done, hex::encode(self.sha256.finalize())))
     }
 }
 
@@ -556,6 +567,10 @@ mod tests {
                 assert_eq!(data.len(), size, "direct={direct} {}", f.path.display());
                 assert!(data == pattern(size), "direct={direct}: content differs");
                 assert_eq!(f.bytes, size as u64);
+                assert_eq!(
+                    f.sha256.as_deref(),
+                    Some(hex::encode(Sha256::digest(&data)).as_str())
+                );
                 assert!(!f.path.to_string_lossy().ends_with(".partial"));
                 let side = dir.path().join(format!("{}.json", f.key.file_name()));
                 let sc: serde_json::Value =

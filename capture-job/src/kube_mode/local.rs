@@ -39,11 +39,7 @@ pub(super) fn run(args: CaptureArgs) -> Result<()> {
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, "reading", e))?;
     let pc: PacketCapture = serde_json::from_slice(&text)
         .map_err(|e| invalid(format!("{}: not a PacketCapture: {e}", path.display())))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| invalid(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::runtime()?;
     runtime.block_on(follow(&args, pc, &node))
 }
 

@@ -30,7 +30,7 @@ use nightcap_api::{
     validation::DEFAULT_DURATION,
 };
 use nightcap_ebpf::RingConfig;
-use nightcap_storage::{StoreConfig, UploadOptions, Uploader};
+use nightcap_storage::{StoreConfig, Uploader};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -117,11 +117,7 @@ pub(crate) fn run(args: CaptureArgs) -> Result<()> {
              --pod-ip, --interface and --filter",
         ));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| invalid(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::runtime()?;
     runtime.block_on(follow(&args, namespace, name, &node))
 }
 
@@ -346,10 +342,7 @@ fn start(
     let uploader = Arc::new(Uploader::new(
         store.store.clone(),
         store.prefix.clone(),
-        UploadOptions {
-            multipart_threshold: size("multipart-threshold", &args.multipart_threshold)?,
-            ..UploadOptions::default()
-        },
+        crate::cli::upload_options(args)?,
     ));
     let lister = nightcap_storage::Lister::new(store.store.clone(), store.prefix.clone());
     let capture = Capture::start(opts, uploader, store.store, store.prefix)?;
