@@ -36,9 +36,6 @@ pub struct ClosedFile {
     pub meta: FileMeta,
     /// Size in bytes.
     pub bytes: u64,
-    /// Lower-case hex SHA-256 of the file, computed while it was written (None for files an
-    /// earlier run left behind: the uploader hashes those itself).
-    pub sha256: Option<String>,
 }
 
 /// The `{name}.json` next to a spooled file.
@@ -162,7 +159,6 @@ pub fn leftovers(dir: &Path) -> Result<Vec<ClosedFile>> {
                 packets: sc.packets,
             },
             bytes,
-            sha256: None,
         });
     }
     Ok(out)
@@ -227,7 +223,7 @@ pub async fn run_uploader(
             deadline = Some(tokio::time::Instant::now() + cfg.grace);
         }
         match uploader
-            .upload_file_hashed(&file.path, &file.key, &file.meta, file.sha256.as_deref())
+            .upload_file_with_meta(&file.path, &file.key, &file.meta)
             .await
         {
             Ok(up) => {

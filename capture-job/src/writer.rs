@@ -25,7 +25,6 @@ use std::{
 };
 
 use nightcap_storage::{CaptureKey, FileMeta};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
@@ -355,9 +354,6 @@ struct Open {
     len: u64,
     /// The last write was padded (the file is longer than `len` until cut back).
     padded: bool,
-    /// Digest of the bytes written, for the object's `nightcap-sha256` attribute (hashing here,
-    /// while the chunk is still in cache, saves the uploader a second read of the file).
-    sha256: Sha256,
 }
 
 struct Thread {
@@ -393,7 +389,6 @@ impl Thread {
                     direct,
                     len: 0,
                     padded: false,
-                    sha256: Sha256::new(),
                 });
                 Ok(())
             }
@@ -411,7 +406,7 @@ impl Thread {
                     return Ok(());
                 };
                 let meta = info.meta;
-                let (done, sha256) = f.finish(&Sidecar::new(&info.key, &meta))?;
+                let done = f.finish(&Sidecar::new(&info.key, &meta))?;
                 let name = info.key.file_name();
                 info!(file = %name, packets = meta.packets.unwrap_or(0), bytes = info.bytes, "Closed capture file.");
                 // The receiver is gone only when the uploader died; the file stays in the spool.
@@ -420,7 +415,6 @@ impl Thread {
                     key: info.key,
                     meta,
                     bytes: info.bytes,
-                    sha256: Some(sha256),
                 });
                 Ok(())
             }
@@ -454,9 +448,7 @@ impl Open {
             ));
         }
         let pad = self.direct && !chunk.len.is_multiple_of(ALIGN);
-        let used = chunk.len;
         let data = chunk.data(pad);
-        self.sha256.update(&data[..used]);
         self.file
             .write_all(data)
             .map_err(|e| Error::io(&self.partial, "writing", e))?;
@@ -465,9 +457,8 @@ impl Open {
         Ok(())
     }
 
-    /// Cuts the padding, syncs, completes the sidecar and renames: returns the closed path and
-    /// the file's SHA-256 (hex).
-    fn finish(self, sidecar: &Sidecar) -> Result<(PathBuf, String)> {
+    /// Cuts the padding, syncs, completes the sidecar and renames: returns the closed path.
+    fn finish(self, sidecar: &Sidecar) -> Result<PathBuf> {
         if self.padded {
             self.file
                 .set_len(self.len)
@@ -486,7 +477,7 @@ impl Open {
             .partial
             .with_file_name(name.strip_suffix(".partial").unwrap_or(&name));
         std::fs::rename(&self.partial, &done).map_err(|e| Error::io(&done, "renaming", e))?;
-        Ok((done, hex::encode(self.sha256.finalize())))
+        Ok(done)
     }
 }
 
@@ -567,10 +558,6 @@ mod tests {
                 assert_eq!(data.len(), size, "direct={direct} {}", f.path.display());
                 assert!(data == pattern(size), "direct={direct}: content differs");
                 assert_eq!(f.bytes, size as u64);
-                assert_eq!(
-                    f.sha256.as_deref(),
-                    Some(hex::encode(Sha256::digest(&data)).as_str())
-                );
                 assert!(!f.path.to_string_lossy().ends_with(".partial"));
                 let side = dir.path().join(format!("{}.json", f.key.file_name()));
                 let sc: serde_json::Value =

@@ -5,10 +5,7 @@
 //! about `part_size × (max_concurrent_parts + 1)` whatever the file size. The SHA-256 is recorded
 //! as the `nightcap-sha256` attribute; a multipart upload must declare attributes when it starts,
 //! so large files are hashed in a first read and hashed again while uploading — a file that changed
-//! in between is refused ([`Error::FileChanged`]) and the partial upload aborted. A caller that
-//! already knows the digest (the capture engine hashes each file as it writes it) passes it to
-//! [`Uploader::upload_file_hashed`]: the file is then read once and not hashed again, and only
-//! its length is checked.
+//! in between is refused ([`Error::FileChanged`]) and the partial upload aborted.
 //!
 //! Retries: object_store already retries single requests; on top, a whole upload that failed with
 //! a transient error is retried with exponential backoff and jitter, at most
@@ -124,25 +121,12 @@ impl Uploader {
     }
 
     /// Uploads `local` as `key`, recording `meta` and the SHA-256 as object attributes.
+    #[tracing::instrument(skip(self, meta), fields(key = %key))]
     pub async fn upload_file_with_meta(
         &self,
         local: &FsPath,
         key: &CaptureKey,
         meta: &FileMeta,
-    ) -> Result<UploadedFile> {
-        self.upload_file_hashed(local, key, meta, None).await
-    }
-
-    /// Like [`upload_file_with_meta`](Self::upload_file_with_meta); `sha256` (lower-case hex), when
-    /// given, is the digest of the file's bytes computed by the caller as it wrote them: the file
-    /// is read once, not hashed again, and only its length checked.
-    #[tracing::instrument(skip(self, meta, sha256), fields(key = %key))]
-    pub async fn upload_file_hashed(
-        &self,
-        local: &FsPath,
-        key: &CaptureKey,
-        meta: &FileMeta,
-        sha256: Option<&str>,
     ) -> Result<UploadedFile> {
         let path = key.to_path(&self.prefix);
         let key_str = path.to_string();
@@ -150,7 +134,7 @@ impl Uploader {
         let mut backoff = self.options.initial_backoff;
         loop {
             attempt += 1;
-            match self.attempt(local, &path, meta, sha256).await {
+            match self.attempt(local, &path, meta).await {
                 Ok(mut up) => {
                     up.attempts = attempt;
                     info!(key = %key_str, bytes = up.bytes, multipart = up.multipart, "Uploaded.");
@@ -180,7 +164,6 @@ impl Uploader {
         local: &FsPath,
         path: &Path,
         meta: &FileMeta,
-        known: Option<&str>,
     ) -> Result<UploadedFile, Attempt> {
         let io = |source| {
             Attempt::Fatal(Error::LocalIo {
@@ -190,9 +173,9 @@ impl Uploader {
         };
         let size = tokio::fs::metadata(local).await.map_err(io)?.len();
         if size <= self.options.multipart_threshold {
-            self.put_small(local, path, meta, size, known).await
+            self.put_small(local, path, meta, size).await
         } else {
-            self.put_multipart(local, path, meta, size, known).await
+            self.put_multipart(local, path, meta, size).await
         }
     }
 
@@ -202,11 +185,10 @@ impl Uploader {
         path: &Path,
         meta: &FileMeta,
         size: u64,
-        known: Option<&str>,
     ) -> Result<UploadedFile, Attempt> {
         let mut file = open(local).await?;
         let mut buf = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
-        let mut hasher = known.is_none().then(Sha256::new);
+        let mut hasher = Sha256::new();
         loop {
             let before = buf.len();
             buf.reserve(READ_CHUNK);
@@ -217,19 +199,13 @@ impl Uploader {
             if n == 0 {
                 break;
             }
-            if let Some(h) = hasher.as_mut() {
-                h.update(&buf[before..]);
-            }
+            hasher.update(&buf[before..]);
             if buf.len() as u64 > self.options.multipart_threshold {
                 // Grew past the threshold after we looked: treat as a changing file.
                 return Err(changed(local, path));
             }
         }
-        let sha256 = match (hasher, known) {
-            (Some(h), _) => hex::encode(h.finalize()),
-            (None, Some(k)) if buf.len() as u64 == size => k.to_owned(),
-            (None, _) => return Err(changed(local, path)),
-        };
+        let sha256 = hex::encode(hasher.finalize());
         let bytes = buf.len() as u64;
         let payload = PutPayload::from(buf.freeze());
         let with_attrs = self.attributes.load(Ordering::Relaxed);
@@ -272,18 +248,11 @@ impl Uploader {
         path: &Path,
         meta: &FileMeta,
         size: u64,
-        known: Option<&str>,
     ) -> Result<UploadedFile, Attempt> {
-        let first_sha = match known {
-            Some(k) => k.to_owned(),
-            None => {
-                let (sha, len) = hash_file(local).await?;
-                if len != size {
-                    return Err(changed(local, path));
-                }
-                sha
-            }
-        };
+        let (first_sha, first_len) = hash_file(local).await?;
+        if first_len != size {
+            return Err(changed(local, path));
+        }
         let with_attrs = self.attributes.load(Ordering::Relaxed);
         let opts = |attrs: bool| PutMultipartOptions {
             attributes: if attrs {
@@ -311,7 +280,7 @@ impl Uploader {
                 return Err(e);
             }
         };
-        let mut hasher = known.is_none().then(Sha256::new);
+        let mut hasher = Sha256::new();
         let mut total = 0u64;
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
@@ -332,13 +301,11 @@ impl Uploader {
             if n == 0 {
                 break;
             }
-            if let Some(h) = hasher.as_mut() {
-                h.update(&buf[..n]);
-            }
+            hasher.update(&buf[..n]);
             writer.write(&buf[..n]);
             total += n as u64;
         }
-        let sha256 = hasher.map_or_else(|| first_sha.clone(), |h| hex::encode(h.finalize()));
+        let sha256 = hex::encode(hasher.finalize());
         if sha256 != first_sha || total != size {
             let _ = writer.abort().await;
             return Err(changed(local, path));

@@ -86,40 +86,6 @@ async fn single_put_and_multipart_store_bytes_and_checksum() {
 }
 
 #[tokio::test]
-async fn a_digest_known_by_the_caller_is_recorded_and_only_the_length_checked() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let prefix = KeyPrefix::new("caps").expect("prefix");
-    let up = Uploader::new(store.clone(), prefix.clone(), small_parts());
-    for (seq, len) in [(1, 1000), (2, 300_001)] {
-        let bytes = data(len);
-        let local = write_tmp(&dir, &format!("h{seq}"), &bytes);
-        let digest = sha(&bytes);
-        let res = up
-            .upload_file_hashed(&local, &key(seq), &FileMeta::default(), Some(&digest))
-            .await
-            .expect("upload");
-        assert_eq!(res.sha256, digest);
-        let got = store.get(&key(seq).to_path(&prefix)).await.expect("get");
-        let (_, s) = FileMeta::from_attributes(&got.attributes);
-        assert_eq!(s.as_deref(), Some(digest.as_str()));
-        assert_eq!(got.bytes().await.expect("bytes").as_ref(), &bytes[..]);
-        // The caller's digest is trusted (the file is not read twice): what it says is stored.
-        let stand_in = "ab".repeat(32);
-        let res = up
-            .upload_file_hashed(
-                &local,
-                &key(seq + 10),
-                &FileMeta::default(),
-                Some(&stand_in),
-            )
-            .await
-            .expect("upload");
-        assert_eq!(res.sha256, stand_in);
-    }
-}
-
-#[tokio::test]
 async fn local_file_system_has_no_attributes_and_still_uploads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = tempfile::tempdir().expect("tempdir");
