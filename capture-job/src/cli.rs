@@ -71,9 +71,9 @@ pub struct CaptureArgs {
     /// dropped (and counted) rather than files deleted.
     #[arg(long, env = "NIGHTCAP_SPOOL_MAX_BYTES", default_value = "1GiB")]
     pub spool_max_bytes: String,
-    /// Write spool files with O_DIRECT (bypassing the page cache) where the file system allows
-    /// it; `false` writes through the page cache.
-    #[arg(long, env = "NIGHTCAP_SPOOL_DIRECT_IO", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Write spool files with O_DIRECT (least CPU; disk latency reaches the capture sooner).
+    /// Default: through the page cache with write-behind (a 32 MiB window per file).
+    #[arg(long, env = "NIGHTCAP_SPOOL_DIRECT_IO", default_value_t = false, action = clap::ArgAction::Set)]
     pub spool_direct_io: bool,
     /// Namespace component of the object keys.
     #[arg(long, env = "NIGHTCAP_NAMESPACE", default_value = "local")]

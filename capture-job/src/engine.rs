@@ -70,8 +70,9 @@ pub struct EngineConfig {
     pub identity: FileIdentity,
     /// First sequence number.
     pub first_seq: u64,
-    /// Write files with O_DIRECT where the spool's file system allows it (see
-    /// [`crate::writer`]); `false` writes through the page cache.
+    /// Write files with O_DIRECT where the spool's file system allows it; `false` (the
+    /// command's default) writes through the page cache with write-behind (see
+    /// [`crate::writer`]).
     pub direct_io: bool,
 }
 
