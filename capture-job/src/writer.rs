@@ -8,12 +8,14 @@
 //! and past that the kernel counts drops).
 //!
 //! Files are written through the page cache with **write-behind** (the default): writeback
-//! starts as each chunk is written, and data more than [`WRITE_BEHIND`] bytes behind the write
-//! position is waited for and dropped from the cache. The cache then holds about that window per
-//! file: its pages are reused while they are warm (on the VMs we measured, copying into pages the
+//! starts as each chunk is written, and pages more than [`WRITE_BEHIND`] bytes behind the write
+//! position that are already on disk are dropped from the cache — nothing waits for the disk.
+//! While the disk keeps up the cache holds about that window per file: its pages are reused
+//! while they are warm (on the VMs we measured, copying into pages the
 //! guest had not touched recently cost ~10× a normal copy, and a plain buffered capture spent a
-//! third of all CPU there), the capture Job's memory cgroup is charged for the window only, and a
-//! disk stall shorter than the window never reaches the capture thread.
+//! third of all CPU there) and the capture Job's memory cgroup is charged for the window only; a
+//! slower disk is absorbed by dirty pages, as for any buffered writer (an earlier version waited
+//! for writeback 32 MiB behind and lost packets on disk stalls that tcpdump rode out).
 //!
 //! With `direct` (`--spool-direct-io=true`) files are written with `O_DIRECT` instead: the least
 //! CPU, but every disk latency spike reaches this thread after only the chunk pool (2 MiB), which
@@ -27,7 +29,11 @@ use std::{
     os::{fd::AsRawFd, unix::fs::OpenOptionsExt},
     path::PathBuf,
     ptr::NonNull,
-    sync::{Arc, Condvar, Mutex, mpsc},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     thread::JoinHandle,
 };
 
@@ -49,8 +55,12 @@ const CHUNKS: usize = 4;
 /// Alignment of buffers, file offsets and lengths for `O_DIRECT` (the largest logical block
 /// size in use; 512-byte devices accept it too).
 const ALIGN: usize = 4096;
-/// Buffered mode: most bytes of a file kept dirty or cached behind the write position.
+/// Buffered mode: clean pages further than this behind the write position are dropped.
 const WRITE_BEHIND: u64 = 32 << 20;
+/// Buffered mode: bytes written between two passes dropping clean pages.
+const DROP_EVERY: u64 = 8 << 20;
+/// Buffered mode: writeback requests queued for the syncer at most.
+const MAX_KICKS: usize = 4;
 
 /// A page-aligned buffer of [`CHUNK`] bytes and how many are used.
 struct Chunk {
@@ -164,9 +174,39 @@ impl Writer {
             .spawn(move || {
                 // Same priority as the capture thread (see `crate::runtime`).
                 let _ = crate::set_nice(0);
+                let (sync_tx, sync_rx) = mpsc::channel();
+                let syncer_shared = thread_shared.clone();
+                let syncer = std::thread::Builder::new()
+                    .name("nightcap-syncer".into())
+                    .spawn(move || {
+                        let _ = crate::set_nice(0);
+                        let mut s = Syncer {
+                            shared: syncer_shared,
+                            closed,
+                            current: None,
+                        };
+                        while let Ok(cmd) = sync_rx.recv() {
+                            s.handle(cmd);
+                        }
+                    });
+                let syncer = match syncer {
+                    Ok(t) => t,
+                    Err(e) => {
+                        lock(&thread_shared.free)
+                            .error
+                            .get_or_insert(Error::Invalid(format!(
+                                "cannot start the file syncer thread: {e}"
+                            )));
+                        let mut pool = lock(&thread_shared.free);
+                        pool.gone = true;
+                        thread_shared.returned.notify_all();
+                        return;
+                    }
+                };
                 let mut w = Thread {
                     shared: thread_shared.clone(),
-                    closed,
+                    sync: sync_tx,
+                    kicks: Arc::new(AtomicUsize::new(0)),
                     direct,
                     file: None,
                 };
@@ -175,6 +215,9 @@ impl Writer {
                         w.fail(e);
                     }
                 }
+                // Closing files queued for the syncer are finished before anyone hears "done".
+                drop(w);
+                let _ = syncer.join();
                 // A file still open here belongs to a capture that failed; its `.partial`
                 // stays for the next run's recovery.
                 let mut pool = lock(&thread_shared.free);
@@ -354,7 +397,7 @@ impl Drop for FileSink {
 
 /// The open file on the writer thread's side.
 struct Open {
-    file: File,
+    file: Arc<File>,
     partial: PathBuf,
     sidecar: PathBuf,
     /// Opened with O_DIRECT.
@@ -363,15 +406,106 @@ struct Open {
     len: u64,
     /// The last write was padded (the file is longer than `len` until cut back).
     padded: bool,
-    /// Buffered mode: bytes before this offset were written back and dropped from the cache.
-    dropped: u64,
+    /// Buffered mode: writeback was requested up to here.
+    kicked: u64,
 }
 
 struct Thread {
     shared: Arc<Shared>,
-    closed: UnboundedSender<ClosedFile>,
+    /// Writeback requests and closes, for the syncer thread.
+    sync: mpsc::Sender<Sync>,
+    /// Writeback requests queued and not yet handled (bounded by [`MAX_KICKS`]).
+    kicks: Arc<AtomicUsize>,
     direct: bool,
     file: Option<Open>,
+}
+
+/// Work for the syncer thread: everything that may wait for the disk other than `write`.
+enum Sync {
+    /// Start writeback of `[start, end)` and drop clean pages far behind it.
+    Written {
+        file: Arc<File>,
+        start: u64,
+        end: u64,
+        kicks: Arc<AtomicUsize>,
+    },
+    /// Cut the padding, fdatasync, complete the sidecar, rename, hand to the uploader.
+    Close { open: Box<Open>, info: CloseInfo },
+}
+
+/// The syncer thread's state.
+struct Syncer {
+    shared: Arc<Shared>,
+    closed: UnboundedSender<ClosedFile>,
+    /// The file of the last writeback request and where its last dropping pass ended.
+    current: Option<(Arc<File>, u64)>,
+}
+
+impl Syncer {
+    fn handle(&mut self, cmd: Sync) {
+        match cmd {
+            Sync::Written {
+                file,
+                start,
+                end,
+                kicks,
+            } => {
+                kicks.fetch_sub(1, Ordering::SeqCst);
+                let dropped = match &self.current {
+                    Some((f, d)) if Arc::ptr_eq(f, &file) => *d,
+                    _ => 0,
+                };
+                let fd = file.as_raw_fd();
+                let upto = end.saturating_sub(WRITE_BEHIND);
+                // SAFETY: sync_file_range and posix_fadvise on a descriptor we hold, in-file
+                // ranges. Failures only cost the optimisation (the data is written either way).
+                unsafe {
+                    libc::sync_file_range(
+                        fd,
+                        start as libc::off64_t,
+                        (end - start) as libc::off64_t,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                    if upto >= dropped + DROP_EVERY {
+                        libc::posix_fadvise(
+                            fd,
+                            0,
+                            upto as libc::off64_t,
+                            libc::POSIX_FADV_DONTNEED,
+                        );
+                    }
+                }
+                let dropped = if upto >= dropped + DROP_EVERY {
+                    upto
+                } else {
+                    dropped
+                };
+                self.current = Some((file, dropped));
+            }
+            Sync::Close { open, info } => {
+                self.current = None;
+                let meta = info.meta;
+                match open.finish(&Sidecar::new(&info.key, &meta)) {
+                    Ok(done) => {
+                        let name = info.key.file_name();
+                        info!(file = %name, packets = meta.packets.unwrap_or(0), bytes = info.bytes, "Closed capture file.");
+                        // The receiver is gone only when the uploader died; the file stays in
+                        // the spool.
+                        let _ = self.closed.send(ClosedFile {
+                            path: done,
+                            key: info.key,
+                            meta,
+                            bytes: info.bytes,
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "Closing a capture file failed.");
+                        lock(&self.shared.free).error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Thread {
@@ -394,13 +528,13 @@ impl Thread {
                 let (file, direct) = create(&partial, self.direct)
                     .map_err(|e| Error::io(&partial, "creating", e))?;
                 self.file = Some(Open {
-                    file,
+                    file: Arc::new(file),
                     partial,
                     sidecar,
                     direct,
                     len: 0,
                     padded: false,
-                    dropped: 0,
+                    kicked: 0,
                 });
                 Ok(())
             }
@@ -411,24 +545,35 @@ impl Thread {
                     None => Ok(()),
                 };
                 give_back(&self.shared, chunk);
+                if let Some(f) = self.file.as_mut()
+                    && !f.direct
+                    && f.len > f.kicked
+                    && self.kicks.load(Ordering::SeqCst) < MAX_KICKS
+                {
+                    // A busy syncer gets the next, longer range instead of a queue.
+                    self.kicks.fetch_add(1, Ordering::SeqCst);
+                    let sent = self.sync.send(Sync::Written {
+                        file: f.file.clone(),
+                        start: f.kicked,
+                        end: f.len,
+                        kicks: self.kicks.clone(),
+                    });
+                    if sent.is_ok() {
+                        f.kicked = f.len;
+                    }
+                }
                 r
             }
             Cmd::Close(info) => {
-                let Some(f) = self.file.take() else {
+                let Some(open) = self.file.take() else {
                     return Ok(());
                 };
-                let meta = info.meta;
-                let done = f.finish(&Sidecar::new(&info.key, &meta))?;
-                let name = info.key.file_name();
-                info!(file = %name, packets = meta.packets.unwrap_or(0), bytes = info.bytes, "Closed capture file.");
-                // The receiver is gone only when the uploader died; the file stays in the spool.
-                let _ = self.closed.send(ClosedFile {
-                    path: done,
-                    key: info.key,
-                    meta,
-                    bytes: info.bytes,
-                });
-                Ok(())
+                self.sync
+                    .send(Sync::Close {
+                        open: Box::new(open),
+                        info,
+                    })
+                    .map_err(|_| Error::Invalid("the file syncer thread has stopped".into()))
             }
         }
     }
@@ -461,51 +606,12 @@ impl Open {
         }
         let pad = self.direct && !chunk.len.is_multiple_of(ALIGN);
         let data = chunk.data(pad);
-        self.file
+        (&*self.file)
             .write_all(data)
             .map_err(|e| Error::io(&self.partial, "writing", e))?;
         self.len += chunk.len as u64;
         self.padded = pad;
-        if !self.direct {
-            self.write_behind(chunk.len as u64);
-        }
         Ok(())
-    }
-
-    /// Buffered mode: starts writeback of the chunk just written, and waits for the data
-    /// [`WRITE_BEHIND`] bytes older to reach the disk and drops it from the page cache. The
-    /// file's footprint in the page cache stays near that window, the pages are reused while they
-    /// are warm, and a disk stall only blocks this thread once the window is full. Failures only
-    /// cost the optimisation (the data is written either way).
-    fn write_behind(&mut self, just_written: u64) {
-        let fd = self.file.as_raw_fd();
-        let start = self.len - just_written;
-        // SAFETY: sync_file_range and posix_fadvise on our own descriptor with in-file ranges.
-        unsafe {
-            libc::sync_file_range(
-                fd,
-                start as libc::off64_t,
-                just_written as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-            let upto = self.len.saturating_sub(WRITE_BEHIND);
-            if upto > self.dropped {
-                let (from, n) = (
-                    self.dropped as libc::off64_t,
-                    (upto - self.dropped) as libc::off64_t,
-                );
-                libc::sync_file_range(
-                    fd,
-                    from,
-                    n,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
-                libc::posix_fadvise(fd, from, n, libc::POSIX_FADV_DONTNEED);
-                self.dropped = upto;
-            }
-        }
     }
 
     /// Cuts the padding, syncs, completes the sidecar and renames: returns the closed path.
