@@ -12,7 +12,8 @@
 //! captures, tcpdump `-C 100` only starts new files).
 //! Environment: `NIGHTCAP_BENCH_MODES=alone,together`,
 //! `NIGHTCAP_BENCH_CASES=64,selective,1400,1400-rotate`,
-//! `NIGHTCAP_BENCH_ARGS` (extra nightcap-capture flags), `NIGHTCAP_BENCH_DIR` (spool and files).
+//! `NIGHTCAP_BENCH_ARGS` (extra nightcap-capture flags), `NIGHTCAP_BENCH_DIR` (spool and files),
+//! `NIGHTCAP_BENCH_SECONDS` (flood length, default 5), `NIGHTCAP_BENCH_STDERR=1` (nightcap's log).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -25,10 +26,17 @@ use std::{
 use nightcap_testsupport::NetnsPod;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nightcap-capture");
-const FLOOD: Duration = Duration::from_secs(5);
+/// Flood length: 5 s, or `NIGHTCAP_BENCH_SECONDS` (e.g. 40 for a >10 GB capture at 1400 B).
+fn flood_len() -> Duration {
+    let secs = std::env::var("NIGHTCAP_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(5);
+    Duration::from_secs(secs.max(1))
+}
 const BATCH: usize = 64;
 
-/// Sends UDP from inside the pod with sendmmsg, as fast as it can, for FLOOD. Every
+/// Sends UDP from inside the pod with sendmmsg, as fast as it can, for [`flood_len`]. Every
 /// `selective`-th datagram goes to port 7001, the rest to 7000 (selective = 1: all to 7001).
 fn generate(pod: &NetnsPod, dst: SocketAddr, payload: usize, selective: u64) -> u64 {
     let sock = pod
@@ -59,7 +67,8 @@ fn generate(pod: &NetnsPod, dst: SocketAddr, payload: usize, selective: u64) -> 
     let mut sent = 0u64;
     let started = Instant::now();
     let mut n = 0u64;
-    while started.elapsed() < FLOOD {
+    let flood = flood_len();
+    while started.elapsed() < flood {
         for h in msgs.iter_mut() {
             n += 1;
             let which = usize::from(n.is_multiple_of(selective));
@@ -292,10 +301,11 @@ fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
 fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
     let selective = case.selective;
     println!(
-        "\n## {}: filter '{}', {}-byte frames, 5 s flood; 1 in {selective} matches; {}",
+        "\n## {}: filter '{}', {}-byte frames, {} s flood; 1 in {selective} matches; {}",
         case.label,
         case.filter,
         case.payload + 42,
+        flood_len().as_secs(),
         match case.rotate_mb {
             Some(mb) => format!(
                 "{mb} MB files (nightcap uploads each closed file to the output while capturing)"
@@ -312,7 +322,7 @@ fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
         let lost = expected.saturating_sub(r.captured);
         println!(
             "| {run} | {name} | {sent} ({:.2}) | {} | {} | {lost} ({:.2}%) | {:.3} | {:.0} | {:.1} | {load} |",
-            sent as f64 / 5e6,
+            sent as f64 / flood_len().as_secs_f64() / 1e6,
             r.captured,
             r.dropped,
             100.0 * lost as f64 / expected.max(1) as f64,
