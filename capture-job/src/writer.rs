@@ -192,12 +192,10 @@ impl Writer {
                 let syncer = match syncer {
                     Ok(t) => t,
                     Err(e) => {
-                        lock(&thread_shared.free)
-                            .error
-                            .get_or_insert(Error::Invalid(format!(
-                                "cannot start the file syncer thread: {e}"
-                            )));
                         let mut pool = lock(&thread_shared.free);
+                        pool.error.get_or_insert(Error::Invalid(format!(
+                            "cannot start the file syncer thread: {e}"
+                        )));
                         pool.gone = true;
                         thread_shared.returned.notify_all();
                         return;

@@ -288,22 +288,28 @@ async fn create_capture(admin: &Client, c: usize) {
         .expect("capture");
 }
 
+/// Creates `obj` and then sets its status (a create ignores the status subresource).
+async fn create_with_status<K>(api: Api<K>, obj: K, status: serde_json::Value) -> kube::Result<K>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.create(&PostParams::default(), &obj).await?;
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "status": status })),
+    )
+    .await
+}
+
 async fn load_nodes(admin: &Client, nodes: usize) {
     let api: Api<Node> = Api::all(admin.clone());
     stream::iter(0..nodes)
         .map(|n| {
-            let api = api.clone();
-            async move {
-                let obj = node(&format!("node-{n}"));
-                let status = json!({"status": obj.status});
-                api.create(&PostParams::default(), &obj).await?;
-                api.patch_status(
-                    &format!("node-{n}"),
-                    &PatchParams::default(),
-                    &Patch::Merge(&status),
-                )
-                .await
-            }
+            let obj = node(&format!("node-{n}"));
+            let status = json!(obj.status);
+            create_with_status(api.clone(), obj, status)
         })
         .buffer_unordered(32)
         .try_collect::<Vec<_>>()
@@ -314,26 +320,16 @@ async fn load_nodes(admin: &Client, nodes: usize) {
 async fn load_pods(admin: &Client, captures: usize, per_ns: usize, nodes: usize) {
     stream::iter(0..captures * per_ns)
         .map(|i| {
-            let admin = admin.clone();
-            async move {
-                let (c, p) = (i / per_ns, i % per_ns);
-                let ns = format!("ns-{c}");
-                let obj = pod(
-                    &ns,
-                    &format!("pod-{p}"),
-                    p < SELECTED_PER_CAPTURE,
-                    node_of(c, p, nodes),
-                );
-                let status = json!({"status": obj.status});
-                let api: Api<Pod> = Api::namespaced(admin, &ns);
-                api.create(&PostParams::default(), &obj).await?;
-                api.patch_status(
-                    &format!("pod-{p}"),
-                    &PatchParams::default(),
-                    &Patch::Merge(&status),
-                )
-                .await
-            }
+            let (c, p) = (i / per_ns, i % per_ns);
+            let ns = format!("ns-{c}");
+            let obj = pod(
+                &ns,
+                &format!("pod-{p}"),
+                p < SELECTED_PER_CAPTURE,
+                node_of(c, p, nodes),
+            );
+            let status = json!(obj.status);
+            create_with_status(Api::<Pod>::namespaced(admin.clone(), &ns), obj, status)
         })
         .buffer_unordered(32)
         .try_collect::<Vec<_>>()
