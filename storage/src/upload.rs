@@ -1,11 +1,18 @@
 //! Uploading closed capture files (used by the capture engine).
 //!
 //! Files at or below [`UploadOptions::multipart_threshold`] go up in one PUT (at most that many
-//! bytes in memory). Larger files go up as a multipart upload streamed from disk: memory stays at
-//! about `part_size × (max_concurrent_parts + 1)` whatever the file size. The SHA-256 is recorded
-//! as the `nightcap-sha256` attribute; a multipart upload must declare attributes when it starts,
-//! so large files are hashed in a first read and hashed again while uploading — a file that changed
-//! in between is refused ([`Error::FileChanged`]) and the partial upload aborted.
+//! bytes in memory). Larger files go up as a multipart upload read from disk part by part: memory
+//! stays at about `part_size × (max_concurrent_parts + 1)` whatever the file size. The SHA-256 is
+//! recorded as the `nightcap-sha256` attribute; a multipart upload must declare attributes when it
+//! starts, so a large file is read twice: the first read computes its SHA-256 and a CRC-64, the
+//! second sends it and recomputes the CRC-64 (~20x cheaper than hashing again). A file that
+//! changed in between (different length or CRC) is refused ([`Error::FileChanged`]) and the
+//! partial upload aborted, so the declared SHA-256 is that of the bytes sent.
+//!
+//! Reads run on tokio's blocking pool with plain `read(2)` into the buffer that is sent: one copy
+//! from the page cache, none in user space. Part buffers are recycled through a small pool (at
+//! most `max_concurrent_parts + 1` kept), so steady uploading neither allocates nor faults in
+//! fresh pages, and memory stays flat.
 //!
 //! Retries: object_store already retries single requests; on top, a whole upload that failed with
 //! a transient error is retried with exponential backoff and jitter, at most
@@ -20,13 +27,14 @@ use std::{
     time::Duration,
 };
 
-use bytes::BytesMut;
+use bytes::Bytes;
+use crc_fast::CrcAlgorithm;
+use futures::{StreamExt, stream::FuturesUnordered};
 use object_store::{
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart, path::Path,
+    MultipartUpload, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, path::Path,
 };
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
 use crate::{
@@ -35,8 +43,9 @@ use crate::{
     meta::FileMeta,
 };
 
-/// Read buffer size.
-const READ_CHUNK: usize = 1 << 20;
+/// The first read hashes the file in pieces this big (they stay in the CPU's cache between the
+/// read and the two checksums).
+const SCAN_PIECE: usize = 256 << 10;
 
 /// How uploads behave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +105,8 @@ pub struct Uploader {
     options: UploadOptions,
     /// Cleared the first time the backend answers "attributes not implemented".
     attributes: AtomicBool,
+    /// Part buffers ready for reuse.
+    parts: PartPool,
 }
 
 impl Uploader {
@@ -104,6 +115,7 @@ impl Uploader {
         Self {
             store,
             prefix,
+            parts: PartPool::new(options.max_concurrent_parts.max(1) + 1),
             options,
             attributes: AtomicBool::new(true),
         }
@@ -186,28 +198,24 @@ impl Uploader {
         meta: &FileMeta,
         size: u64,
     ) -> Result<UploadedFile, Attempt> {
-        let mut file = open(local).await?;
-        let mut buf = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
-        let mut hasher = Sha256::new();
-        loop {
-            let before = buf.len();
-            buf.reserve(READ_CHUNK);
-            let n = file
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| local_err(local, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[before..]);
-            if buf.len() as u64 > self.options.multipart_threshold {
-                // Grew past the threshold after we looked: treat as a changing file.
-                return Err(changed(local, path));
-            }
+        let limit = self.options.multipart_threshold;
+        let (buf, sha256) = blocking(local, move |file| {
+            let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            // One byte over the limit is enough to see that the file grew.
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(file, limit.saturating_add(1)),
+                &mut buf,
+            )?;
+            let sha256 = hex::encode(Sha256::digest(&buf));
+            Ok((buf, sha256))
+        })
+        .await?;
+        if buf.len() as u64 > limit {
+            // Grew past the threshold after we looked: treat as a changing file.
+            return Err(changed(local, path));
         }
-        let sha256 = hex::encode(hasher.finalize());
         let bytes = buf.len() as u64;
-        let payload = PutPayload::from(buf.freeze());
+        let payload = PutPayload::from(Bytes::from(buf));
         let with_attrs = self.attributes.load(Ordering::Relaxed);
         let opts = |attrs: bool| PutOptions {
             attributes: if attrs {
@@ -249,21 +257,22 @@ impl Uploader {
         meta: &FileMeta,
         size: u64,
     ) -> Result<UploadedFile, Attempt> {
-        let (first_sha, first_len) = hash_file(local).await?;
-        if first_len != size {
+        let buf = self.parts.take(self.options.part_size.max(1));
+        let first = blocking(local, move |file| scan(file, buf)).await?;
+        if first.len != size {
             return Err(changed(local, path));
         }
         let with_attrs = self.attributes.load(Ordering::Relaxed);
         let opts = |attrs: bool| PutMultipartOptions {
             attributes: if attrs {
-                meta.to_attributes(&first_sha)
+                meta.to_attributes(&first.sha256)
             } else {
                 Default::default()
             },
             ..Default::default()
         };
         let mut stored = with_attrs;
-        let upload = match self.store.put_multipart_opts(path, opts(with_attrs)).await {
+        let mut upload = match self.store.put_multipart_opts(path, opts(with_attrs)).await {
             Err(object_store::Error::NotImplemented { .. }) if with_attrs => {
                 self.attributes.store(false, Ordering::Relaxed);
                 stored = false;
@@ -272,55 +281,220 @@ impl Uploader {
             other => other,
         }
         .map_err(Attempt::Store)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.options.part_size);
-        let mut file = match open(local).await {
-            Ok(f) => f,
+        match self.send_parts(local, path, &first, upload.as_mut()).await {
+            Ok(()) => {}
             Err(e) => {
-                let _ = writer.abort().await;
+                let _ = upload.abort().await;
                 return Err(e);
             }
-        };
-        let mut hasher = Sha256::new();
-        let mut total = 0u64;
-        let mut buf = vec![0u8; READ_CHUNK];
-        loop {
-            if let Err(e) = writer
-                .wait_for_capacity(self.options.max_concurrent_parts)
-                .await
-            {
-                let _ = writer.abort().await;
-                return Err(Attempt::Store(e));
-            }
-            let n = match file.read(&mut buf).await {
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    return Err(local_err(local, e));
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            writer.write(&buf[..n]);
-            total += n as u64;
         }
-        let sha256 = hex::encode(hasher.finalize());
-        if sha256 != first_sha || total != size {
-            let _ = writer.abort().await;
-            return Err(changed(local, path));
-        }
-        let res = writer.finish().await.map_err(Attempt::Store)?;
+        let res = upload.complete().await.map_err(Attempt::Store)?;
         Ok(UploadedFile {
             key: path.to_string(),
-            bytes: total,
-            sha256,
+            bytes: first.len,
+            sha256: first.sha256,
             e_tag: res.e_tag,
             multipart: true,
             attempts: 1,
             attributes_stored: stored,
         })
     }
+
+    /// Reads `local` again part by part and sends each part, at most `max_concurrent_parts`
+    /// at once; the bytes read must be those `first` saw (length and CRC-64).
+    async fn send_parts(
+        &self,
+        local: &FsPath,
+        path: &Path,
+        first: &Scan,
+        upload: &mut dyn MultipartUpload,
+    ) -> Result<(), Attempt> {
+        let part_size = self.options.part_size.max(1);
+        let parallel = self.options.max_concurrent_parts.max(1);
+        let mut file = open(local).await?;
+        let mut crc = crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme);
+        let mut total = 0u64;
+        let mut in_flight: FuturesUnordered<object_store::UploadPart> = FuturesUnordered::new();
+        loop {
+            while in_flight.len() >= parallel {
+                if let Some(done) = in_flight.next().await {
+                    done.map_err(Attempt::Store)?;
+                }
+            }
+            let part;
+            let buf = self.parts.take(part_size);
+            (file, crc, part) = read_part(local, file, crc, buf).await?;
+            if part.is_empty() {
+                break;
+            }
+            total += part.len() as u64;
+            if total > first.len {
+                return Err(changed(local, path));
+            }
+            let last = part.len() < part_size;
+            in_flight.push(upload.put_part(PutPayload::from(Bytes::from_owner(part))));
+            if last {
+                break;
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            done.map_err(Attempt::Store)?;
+        }
+        if total != first.len || crc.finalize() != first.crc64 {
+            return Err(changed(local, path));
+        }
+        Ok(())
+    }
+}
+
+/// What the first read of a file found.
+struct Scan {
+    sha256: String,
+    crc64: u64,
+    len: u64,
+}
+
+/// SHA-256, CRC-64/NVME and length of a file, read into (a piece of) `buf`.
+fn scan(file: std::fs::File, mut buf: PartBuf) -> std::io::Result<Scan> {
+    let mut file = file;
+    let mut sha = Sha256::new();
+    let mut crc = crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme);
+    let mut len = 0u64;
+    let full = buf.full();
+    let take = SCAN_PIECE.min(full.len());
+    let piece = &mut full[..take];
+    loop {
+        let n = read_full(&mut file, piece)?;
+        if n == 0 {
+            return Ok(Scan {
+                sha256: hex::encode(sha.finalize()),
+                crc64: crc.finalize(),
+                len,
+            });
+        }
+        sha.update(&piece[..n]);
+        crc.update(&piece[..n]);
+        len += n as u64;
+    }
+}
+
+/// Reads the next part (up to the buffer's size; shorter only at the end of the file) on the
+/// blocking pool, updating `crc`.
+async fn read_part(
+    local: &FsPath,
+    mut file: std::fs::File,
+    mut crc: crc_fast::Digest,
+    mut part: PartBuf,
+) -> Result<(std::fs::File, crc_fast::Digest, PartBuf), Attempt> {
+    tokio::task::spawn_blocking(move || {
+        let n = read_full(&mut file, part.full())?;
+        part.set_len(n);
+        crc.update(part.as_ref());
+        Ok((file, crc, part))
+    })
+    .await
+    .map_err(|e| local_err(local, std::io::Error::other(e)))?
+    .map_err(|e| local_err(local, e))
+}
+
+/// Recycled part buffers.
+#[derive(Debug, Clone)]
+struct PartPool {
+    free: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    keep: usize,
+}
+
+impl PartPool {
+    fn new(keep: usize) -> Self {
+        Self {
+            free: Arc::default(),
+            keep,
+        }
+    }
+
+    /// A buffer of `size` bytes (contents unspecified), reused when one is free.
+    fn take(&self, size: usize) -> PartBuf {
+        let reused = self.free.lock().ok().and_then(|mut f| f.pop());
+        let mut buf = reused.unwrap_or_default();
+        // Only a new (or smaller) buffer is zero-filled; a recycled one is overwritten by the read.
+        buf.resize(size, 0);
+        PartBuf {
+            len: size,
+            buf,
+            pool: self.clone(),
+        }
+    }
+}
+
+/// A part buffer that goes back to its pool when the last reference (the store's copy of the
+/// payload included) is dropped.
+struct PartBuf {
+    buf: Vec<u8>,
+    len: usize,
+    pool: PartPool,
+}
+
+impl PartBuf {
+    /// The whole buffer, to read into.
+    fn full(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.buf.len());
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl AsRef<[u8]> for PartBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PartBuf {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if let Ok(mut free) = self.pool.free.lock()
+            && free.len() < self.pool.keep
+        {
+            free.push(buf);
+        }
+    }
+}
+
+/// Fills `buf` unless the file ends first; returns the bytes read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Opens `local` and runs `f` on it on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    local: &FsPath,
+    f: impl FnOnce(std::fs::File) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, Attempt> {
+    let file = open(local).await?;
+    tokio::task::spawn_blocking(move || f(file))
+        .await
+        .map_err(|e| local_err(local, std::io::Error::other(e)))?
+        .map_err(|e| local_err(local, e))
 }
 
 /// Why one attempt failed: a store error may be retried, anything else is final.
@@ -343,26 +517,12 @@ fn changed(local: &FsPath, path: &Path) -> Attempt {
     })
 }
 
-async fn open(local: &FsPath) -> Result<tokio::fs::File, Attempt> {
-    tokio::fs::File::open(local)
+async fn open(local: &FsPath) -> Result<std::fs::File, Attempt> {
+    let owned = local.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(owned))
         .await
+        .map_err(|e| local_err(local, std::io::Error::other(e)))?
         .map_err(|e| local_err(local, e))
-}
-
-/// SHA-256 and length of a file, read in chunks.
-async fn hash_file(local: &FsPath) -> Result<(String, u64), Attempt> {
-    let mut file = open(local).await?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf).await.map_err(|e| local_err(local, e))?;
-        if n == 0 {
-            return Ok((hex::encode(hasher.finalize()), total));
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
 }
 
 /// Whether an object store error may go away on its own (network, throttling, 5xx).

@@ -59,6 +59,9 @@ async fn single_put_and_multipart_store_bytes_and_checksum() {
         (2, 1000, false),
         (3, 64 * 1024, false),
         (4, 300_001, true),
+        // Exactly three parts (the last read finds nothing), and more than one 1 MiB read.
+        (5, 3 * 40 * 1024, true),
+        (6, (1 << 20) + 4097, true),
     ] {
         let bytes = data(len);
         let local = write_tmp(&dir, &format!("f{seq}"), &bytes);
@@ -121,12 +124,22 @@ async fn missing_local_file_is_a_clear_error() {
     );
 }
 
-/// A real in-memory store whose writes fail `failures` times with the given error first.
-#[derive(Debug)]
+/// A real in-memory store whose writes fail `failures` times with the given error first, and
+/// that can run a hook when a multipart upload starts (after the uploader's first read).
 struct FailingWrites {
     inner: InMemory,
     failures: AtomicU32,
     permanent: bool,
+    on_multipart: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl fmt::Debug for FailingWrites {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailingWrites")
+            .field("failures", &self.failures)
+            .field("permanent", &self.permanent)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Display for FailingWrites {
@@ -174,6 +187,9 @@ impl ObjectStore for FailingWrites {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         self.fail()?;
+        if let Some(hook) = &self.on_multipart {
+            hook();
+        }
         self.inner.put_multipart_opts(location, opts).await
     }
     async fn get_opts(
@@ -208,6 +224,7 @@ async fn transient_failures_are_retried_up_to_the_bound() {
             inner: InMemory::new(),
             failures: AtomicU32::new(failures),
             permanent: false,
+            on_multipart: None,
         });
         let up = Uploader::new(store.clone(), KeyPrefix::default(), small_parts());
         let bytes = data(len);
@@ -239,6 +256,7 @@ async fn permanent_failures_are_not_retried() {
         inner: InMemory::new(),
         failures: AtomicU32::new(1),
         permanent: true,
+        on_multipart: None,
     });
     let up = Uploader::new(store, KeyPrefix::default(), small_parts());
     let local = write_tmp(&dir, "p", b"abc");
@@ -246,5 +264,72 @@ async fn permanent_failures_are_not_retried() {
     assert!(
         matches!(err, Error::UploadFailed { attempts: 1, .. }),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_changed_between_the_two_reads_is_refused_and_aborted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    type Change = fn(&std::path::Path);
+    let cases: [(&str, Change); 3] = [
+        ("one byte flipped, same length", |p| {
+            let mut b = std::fs::read(p).expect("read");
+            b[200_000] ^= 0x01;
+            std::fs::write(p, b).expect("write");
+        }),
+        ("appended", |p| {
+            let mut b = std::fs::read(p).expect("read");
+            b.extend_from_slice(b"more");
+            std::fs::write(p, b).expect("write");
+        }),
+        ("truncated", |p| {
+            let b = std::fs::read(p).expect("read");
+            std::fs::write(p, &b[..b.len() - 1]).expect("write");
+        }),
+    ];
+    for (i, (what, change)) in cases.into_iter().enumerate() {
+        let local = write_tmp(&dir, &format!("c{i}"), &data(300_001));
+        let target = local.clone();
+        let store = Arc::new(FailingWrites {
+            inner: InMemory::new(),
+            failures: AtomicU32::new(0),
+            permanent: false,
+            on_multipart: Some(Box::new(move || change(&target))),
+        });
+        let up = Uploader::new(store.clone(), KeyPrefix::default(), small_parts());
+        let err = up
+            .upload_file(&local, &key(1))
+            .await
+            .expect_err("a changed file is refused");
+        assert!(matches!(err, Error::FileChanged { .. }), "{what}: {err}");
+        let get = store.get(&key(1).to_path(&KeyPrefix::default())).await;
+        assert!(
+            matches!(get, Err(object_store::Error::NotFound { .. })),
+            "{what}: nothing is stored"
+        );
+    }
+}
+
+#[test]
+fn part_buffers_return_to_the_pool_when_the_last_payload_reference_drops() {
+    let pool = PartPool::new(2);
+    let part = pool.take(16);
+    let ptr = part.as_ref().as_ptr();
+    let bytes = Bytes::from_owner(part);
+    let store_copy = bytes.clone();
+    drop(bytes);
+    assert!(pool.free.lock().expect("pool").is_empty(), "still in use");
+    drop(store_copy);
+    assert_eq!(pool.free.lock().expect("pool").len(), 1);
+    let again = pool.take(16);
+    assert_eq!(again.as_ref().as_ptr(), ptr, "the same buffer is reused");
+    assert_eq!(again.len(), 16);
+    let many: Vec<PartBuf> = (0..4).map(|_| pool.take(8)).collect();
+    drop(many);
+    drop(again);
+    assert_eq!(
+        pool.free.lock().expect("pool").len(),
+        2,
+        "at most `keep` are kept"
     );
 }
