@@ -38,52 +38,72 @@ const BATCH: usize = 64;
 
 /// Sends UDP from inside the pod with sendmmsg, as fast as it can, for [`flood_len`]. Every
 /// `selective`-th datagram goes to port 7001, the rest to 7000 (selective = 1: all to 7001).
-fn generate(pod: &NetnsPod, dst: SocketAddr, payload: usize, selective: u64) -> u64 {
-    let sock = pod
-        .udp_socket(SocketAddr::new(
-            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            0,
-        ))
-        .expect("generator socket");
+///
+/// Each port has its own connected socket (no per-packet route lookup), and the pod's neighbour
+/// entry for `dst` carries a MAC address no interface has ([`misdirect_host`]): the host's veth
+/// receives every frame as PACKET_OTHERHOST and drops it at IP input, so the generator's core
+/// spends its time sending (and on the capture's copy), not on a UDP receive path.
+fn generate(pod: &NetnsPod, dst: IpAddr, payload: usize, selective: u64) -> u64 {
+    let connect = |port: u16| {
+        let sock = pod
+            .udp_socket(SocketAddr::new(
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                0,
+            ))
+            .expect("generator socket");
+        sock.connect(SocketAddr::new(dst, port))
+            .expect("connect generator socket");
+        sock
+    };
+    let (other, matching) = (connect(7000), connect(7001));
     let data = vec![0x5au8; payload];
-    let IpAddr::V4(ip) = dst.ip() else {
-        panic!("IPv4 destination")
-    };
-    let addr = |port: u16| {
-        // SAFETY: sockaddr_in is plain data.
-        let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        a.sin_family = libc::AF_INET as u16;
-        a.sin_port = u16::to_be(port);
-        a.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
-        a
-    };
-    let mut addrs = [addr(7000), addr(7001)];
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut _,
         iov_len: data.len(),
     };
     // SAFETY: plain data.
     let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for h in msgs.iter_mut() {
+        h.msg_hdr.msg_iov = &mut iov;
+        h.msg_hdr.msg_iovlen = 1;
+    }
     let mut sent = 0u64;
     let started = Instant::now();
-    let mut n = 0u64;
     let flood = flood_len();
     while started.elapsed() < flood {
-        for h in msgs.iter_mut() {
-            n += 1;
-            let which = usize::from(n.is_multiple_of(selective));
-            h.msg_hdr.msg_name = (&mut addrs[which] as *mut libc::sockaddr_in).cast();
-            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
-            h.msg_hdr.msg_iov = &mut iov;
-            h.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: msgs points to BATCH valid headers whose buffers outlive the call.
-        let rc = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
+        // The next `run` datagrams do not match; the one after them does.
+        let run = (selective - 1 - sent % selective) as usize;
+        let (sock, count) = if run == 0 {
+            (&matching, if selective == 1 { BATCH } else { 1 })
+        } else {
+            (&other, run.min(BATCH))
+        };
+        // SAFETY: msgs holds BATCH valid headers whose buffers outlive the call; count <= BATCH.
+        let rc = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), count as u32, 0) };
         if rc > 0 {
             sent += rc as u64;
         }
     }
     sent
+}
+
+/// Points the pod's neighbour entry for its gateway (the host end of the veth) at a MAC address
+/// no interface has, so frames sent to the host leave the pod's eth0 (where both tools capture)
+/// and are dropped on arrival. Only the benchmark's own pod is changed.
+fn misdirect_host(pod: &NetnsPod) {
+    pod.run(&[
+        "ip",
+        "neigh",
+        "replace",
+        &pod.host_ipv4().to_string(),
+        "lladdr",
+        "02:00:5e:00:53:01",
+        "dev",
+        pod.pod_ifname(),
+        "nud",
+        "permanent",
+    ])
+    .expect("static neighbour entry in the benchmark pod");
 }
 
 /// CPU time (user+sys) of all live threads of a process, in seconds, from schedstat (ns
@@ -121,6 +141,8 @@ struct Row {
     dropped: u64,
     cpu: f64,
     rss: f64,
+    /// nightcap: longest time from a file's rotation to its upload being confirmed.
+    upload_latency_ms: Option<u64>,
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -235,17 +257,12 @@ fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
     let nightcap = (tools != Tools::Tcpdump).then(|| start_nightcap(pod, case, dir));
     let tcpdump = (tools != Tools::Nightcap).then(|| start_tcpdump(pod, case, dir));
     std::thread::sleep(Duration::from_secs(2));
-    // Sinks on the host so the flood is not answered with ICMP port unreachable.
-    let _sinks: Vec<std::net::UdpSocket> = [7000, 7001]
-        .into_iter()
-        .map(|p| std::net::UdpSocket::bind((pod.host_ipv4(), p)).expect("sink socket"))
-        .collect();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cpu0 = |c: &Option<Child>| c.as_ref().map_or(0.0, |c| cpu_seconds(c.id()));
     let (n0, t0) = (cpu0(&nightcap), cpu0(&tcpdump));
     let sent = generate(
         pod,
-        SocketAddr::new(IpAddr::V4(pod.host_ipv4()), 7000),
+        IpAddr::V4(pod.host_ipv4()),
         case.payload,
         case.selective,
     );
@@ -283,6 +300,7 @@ fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
             serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         r.captured = json["packets_written"].as_u64().unwrap_or(0);
         r.dropped = json["packets_dropped"].as_u64().unwrap_or(0);
+        r.upload_latency_ms = json["max_upload_latency_ms"].as_u64();
     }
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(output_dir(dir));
@@ -344,6 +362,11 @@ fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
             .nightcap
             .as_ref()
             .map(|r| per_pkt(name, "nightcap", run.sent, &run.load, r));
+        if let Some(ms) = run.nightcap.as_ref().and_then(|r| r.upload_latency_ms) {
+            println!(
+                "| {name} | nightcap: longest time from rotation to the file in storage: {ms} ms |||||||||"
+            );
+        }
         let t = run
             .tcpdump
             .as_ref()
@@ -379,6 +402,7 @@ fn main() {
         return;
     }
     let pod = NetnsPod::new();
+    misdirect_host(&pod);
     let base = std::env::var_os("NIGHTCAP_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)

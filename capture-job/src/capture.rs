@@ -66,6 +66,9 @@ pub struct Summary {
     pub deleted_keys: Vec<String>,
     /// Files left in the spool because storage stayed unreachable.
     pub spool_left: Vec<PathBuf>,
+    /// Longest time in milliseconds from a file's rotation to its upload being confirmed
+    /// (files of this run; None when none was uploaded).
+    pub max_upload_latency_ms: Option<u64>,
     /// Why it stopped.
     pub stop: StopReason,
 }
@@ -276,6 +279,9 @@ impl Capture {
             keys: report.keys,
             deleted_keys: report.deleted,
             spool_left: report.left,
+            max_upload_latency_ms: report
+                .max_upload_latency
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             stop: stats.stop,
         })
     }

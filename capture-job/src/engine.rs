@@ -253,6 +253,7 @@ impl Sink {
                     key: f.key,
                     meta,
                     bytes,
+                    rotated: Instant::now(),
                 },
             )
             .map_err(|e| Error::io(&f.partial, "closing", e))

@@ -13,7 +13,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
@@ -21,7 +21,7 @@ use nightcap_storage::{CaptureKey, FileMeta, KeyPrefix, Uploader};
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{Error, Result, pcapng};
 
@@ -36,6 +36,8 @@ pub struct ClosedFile {
     pub meta: FileMeta,
     /// Size in bytes.
     pub bytes: u64,
+    /// When the capture thread finished the file (None: a leftover of an earlier run).
+    pub rotated: Option<Instant>,
 }
 
 /// The `{name}.json` next to a spooled file.
@@ -158,6 +160,7 @@ pub fn leftovers(dir: &Path) -> Result<Vec<ClosedFile>> {
                 end: sc.end,
                 packets: sc.packets,
             },
+            rotated: None,
             bytes,
         });
     }
@@ -173,6 +176,9 @@ pub struct UploadReport {
     pub deleted: Vec<String>,
     /// Files still in the spool (storage unreachable until the grace period ended).
     pub left: Vec<PathBuf>,
+    /// Longest time from a file's rotation (the capture thread finishing it) to its upload
+    /// being confirmed, over this run's files; None when none was uploaded.
+    pub max_upload_latency: Option<Duration>,
 }
 
 /// Upload settings.
@@ -237,6 +243,11 @@ pub async fn run_uploader(
                     file.bytes.min(used.load(Ordering::SeqCst)),
                     Ordering::SeqCst,
                 );
+                if let Some(rotated) = file.rotated {
+                    let latency = rotated.elapsed();
+                    debug!(key = %up.key, latency_ms = latency.as_millis() as u64, "In storage.");
+                    report.max_upload_latency = report.max_upload_latency.max(Some(latency));
+                }
                 report.keys.push(up.key);
                 ring.push_back(file.key);
                 if let Some(max) = cfg.max_files {

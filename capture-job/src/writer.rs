@@ -35,6 +35,7 @@ use std::{
         mpsc,
     },
     thread::JoinHandle,
+    time::Instant,
 };
 
 use nightcap_storage::{CaptureKey, FileMeta};
@@ -122,6 +123,8 @@ pub(crate) struct CloseInfo {
     pub(crate) key: CaptureKey,
     pub(crate) meta: FileMeta,
     pub(crate) bytes: u64,
+    /// When the capture thread finished the file.
+    pub(crate) rotated: Instant,
 }
 
 enum Cmd {
@@ -494,6 +497,7 @@ impl Syncer {
                             key: info.key,
                             meta,
                             bytes: info.bytes,
+                            rotated: Some(info.rotated),
                         });
                     }
                     Err(e) => {
@@ -689,6 +693,7 @@ mod tests {
                     key: k,
                     meta,
                     bytes: size as u64,
+                    rotated: Instant::now(),
                 },
             )
             .expect("close");
@@ -816,6 +821,7 @@ mod tests {
                 key: k,
                 meta: FileMeta::default(),
                 bytes: 0,
+                rotated: Instant::now(),
             },
         )
         .expect("close is queued");

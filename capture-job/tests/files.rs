@@ -71,6 +71,7 @@ fn rotation_by_size_gives_full_valid_files() {
     cap.stop();
     let s = rt.block_on(cap.finish()).expect("finish");
     assert_eq!(s.packets_written, 600, "{s:?}");
+    assert!(s.max_upload_latency_ms.is_some(), "{s:?}");
     let files = pcapng_files(&dir.path().join("out"));
     // Each file closes at the first packet that brings it to 64 KiB: header blocks plus 64 EPBs
     // (63 x 1036 = 65268 < 65536 - header), so 600 packets make 10 files (9 full + 1 partial).

@@ -87,6 +87,9 @@ fn storage_down_for_20s_then_back_every_file_arrives_once() {
     let s = rt.block_on(cap.finish()).expect("finish");
     assert_eq!(s.packets_written, sent, "{s:?}");
     assert!(s.spool_left.is_empty(), "{s:?}");
+    // The first file rotated ~1 s into the outage and could only be stored after it (20 s): the
+    // reported latency runs from rotation to the confirmed upload.
+    assert!(s.max_upload_latency_ms >= Some(15_000), "{s:?}");
     assert_eq!(s.keys.len() as u64, s.files, "{s:?}");
     let unique: BTreeSet<&String> = s.keys.iter().collect();
     assert_eq!(unique.len(), s.keys.len(), "each key once: {:?}", s.keys);
