@@ -362,7 +362,14 @@ fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
             .nightcap
             .as_ref()
             .map(|r| per_pkt(name, "nightcap", run.sent, &run.load, r));
-        if let Some(ms) = run.nightcap.as_ref().and_then(|r| r.upload_latency_ms) {
+        // With one file the only "rotation" is the stop: the latency is the whole upload.
+        let rotating = case.rotate_mb.is_some();
+        if let Some(ms) = run
+            .nightcap
+            .as_ref()
+            .and_then(|r| r.upload_latency_ms)
+            .filter(|_| rotating)
+        {
             println!(
                 "| {name} | nightcap: longest time from rotation to the file in storage: {ms} ms |||||||||"
             );

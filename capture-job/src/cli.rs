@@ -97,8 +97,9 @@ pub struct CaptureArgs {
     /// Part size of multipart uploads (S3 needs at least 5 MiB).
     #[arg(long, env = "NIGHTCAP_UPLOAD_PART_SIZE", default_value = "5MiB")]
     pub upload_part_size: String,
-    /// Parts uploaded at once. Upload memory is about part size × (parts + 1).
-    #[arg(long, env = "NIGHTCAP_UPLOAD_PARALLEL_PARTS", default_value_t = 2)]
+    /// Parts uploaded at once (the next part is read meanwhile). Upload memory is about part
+    /// size × (parts + 1); raise it for a store far away (high round-trip time).
+    #[arg(long, env = "NIGHTCAP_UPLOAD_PARALLEL_PARTS", default_value_t = 1)]
     pub upload_parallel_parts: usize,
     /// Ring block size per target (power of two).
     #[arg(long, env = "NIGHTCAP_RING_BLOCK_SIZE", default_value = "1MiB")]
