@@ -13,7 +13,8 @@
 //! Environment: `NIGHTCAP_BENCH_MODES=alone,together`,
 //! `NIGHTCAP_BENCH_CASES=64,selective,1400,1400-rotate`,
 //! `NIGHTCAP_BENCH_ARGS` (extra nightcap-capture flags), `NIGHTCAP_BENCH_DIR` (spool and files),
-//! `NIGHTCAP_BENCH_SECONDS` (flood length, default 5), `NIGHTCAP_BENCH_STDERR=1` (nightcap's log).
+//! `NIGHTCAP_BENCH_SECONDS` (flood length, default 5), `NIGHTCAP_BENCH_STDERR=1` (nightcap's log),
+//! `NIGHTCAP_BENCH_SENDERS` (generator threads, default 1).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -36,6 +37,16 @@ fn flood_len() -> Duration {
 }
 const BATCH: usize = 64;
 
+/// Generator threads: 1, or `NIGHTCAP_BENCH_SENDERS` (each with its own sockets; with 2 the
+/// senders take both cores and the capture competes with them for CPU).
+fn senders() -> usize {
+    std::env::var("NIGHTCAP_BENCH_SENDERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Sends UDP from inside the pod with sendmmsg, as fast as it can, for [`flood_len`]. Every
 /// `selective`-th datagram goes to port 7001, the rest to 7000 (selective = 1: all to 7001).
 ///
@@ -43,7 +54,8 @@ const BATCH: usize = 64;
 /// entry for `dst` carries a MAC address no interface has ([`misdirect_host`]): the host's veth
 /// receives every frame as PACKET_OTHERHOST and drops it at IP input, so the generator's core
 /// spends its time sending (and on the capture's copy), not on a UDP receive path.
-fn generate(pod: &NetnsPod, dst: IpAddr, payload: usize, selective: u64) -> u64 {
+/// Returns (datagrams sent, of which matching).
+fn generate(pod: &NetnsPod, dst: IpAddr, payload: usize, selective: u64) -> (u64, u64) {
     let connect = |port: u16| {
         let sock = pod
             .udp_socket(SocketAddr::new(
@@ -67,7 +79,7 @@ fn generate(pod: &NetnsPod, dst: IpAddr, payload: usize, selective: u64) -> u64 
         h.msg_hdr.msg_iov = &mut iov;
         h.msg_hdr.msg_iovlen = 1;
     }
-    let mut sent = 0u64;
+    let (mut sent, mut matched) = (0u64, 0u64);
     let started = Instant::now();
     let flood = flood_len();
     while started.elapsed() < flood {
@@ -82,9 +94,12 @@ fn generate(pod: &NetnsPod, dst: IpAddr, payload: usize, selective: u64) -> u64 
         let rc = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), count as u32, 0) };
         if rc > 0 {
             sent += rc as u64;
+            if std::ptr::eq(sock, &matching) {
+                matched += rc as u64;
+            }
         }
     }
-    sent
+    (sent, matched)
 }
 
 /// Points the pod's neighbour entry for its gateway (the host end of the veth) at a MAC address
@@ -166,6 +181,8 @@ enum Tools {
 /// One flood: packets sent and what each running tool did.
 struct Run {
     sent: u64,
+    /// Of `sent`, datagrams the filter should keep.
+    expected: u64,
     load: String,
     nightcap: Option<Row>,
     tcpdump: Option<Row>,
@@ -260,12 +277,24 @@ fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cpu0 = |c: &Option<Child>| c.as_ref().map_or(0.0, |c| cpu_seconds(c.id()));
     let (n0, t0) = (cpu0(&nightcap), cpu0(&tcpdump));
-    let sent = generate(
-        pod,
-        IpAddr::V4(pod.host_ipv4()),
-        case.payload,
-        case.selective,
-    );
+    let (sent, expected) = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..senders())
+            .map(|_| {
+                scope.spawn(|| {
+                    generate(
+                        pod,
+                        IpAddr::V4(pod.host_ipv4()),
+                        case.payload,
+                        case.selective,
+                    )
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("generator thread"))
+            .fold((0, 0), |(s, m), (ts, tm)| (s + ts, m + tm))
+    });
     std::thread::sleep(Duration::from_secs(1));
     let row = |c: &Option<Child>, c0: f64| {
         c.as_ref().map(|c| Row {
@@ -306,6 +335,7 @@ fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
     let _ = std::fs::remove_dir_all(output_dir(dir));
     Run {
         sent,
+        expected,
         load: load
             .split_whitespace()
             .take(3)
@@ -319,11 +349,12 @@ fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
 fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
     let selective = case.selective;
     println!(
-        "\n## {}: filter '{}', {}-byte frames, {} s flood; 1 in {selective} matches; {}",
+        "\n## {}: filter '{}', {}-byte frames, {} s flood from {} sender thread(s); 1 in {selective} matches; {}",
         case.label,
         case.filter,
         case.payload + 42,
         flood_len().as_secs(),
+        senders(),
         match case.rotate_mb {
             Some(mb) => format!(
                 "{mb} MB files (nightcap uploads each closed file to the output while capturing)"
@@ -335,8 +366,7 @@ fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
         "| run | tool | sent (M pps) | captured | dropped | lost vs expected | CPU s (user+sys) | ns CPU / captured pkt | peak RSS MiB | load avg |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
-    let per_pkt = |run: &str, name: &str, sent: u64, load: &str, r: &Row| {
-        let expected = sent / selective;
+    let per_pkt = |run: &str, name: &str, sent: u64, expected: u64, load: &str, r: &Row| {
         let lost = expected.saturating_sub(r.captured);
         println!(
             "| {run} | {name} | {sent} ({:.2}) | {} | {} | {lost} ({:.2}%) | {:.3} | {:.0} | {:.1} | {load} |",
@@ -361,7 +391,7 @@ fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
         let n = run
             .nightcap
             .as_ref()
-            .map(|r| per_pkt(name, "nightcap", run.sent, &run.load, r));
+            .map(|r| per_pkt(name, "nightcap", run.sent, run.expected, &run.load, r));
         // With one file the only "rotation" is the stop: the latency is the whole upload.
         let rotating = case.rotate_mb.is_some();
         if let Some(ms) = run
@@ -377,7 +407,7 @@ fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
         let t = run
             .tcpdump
             .as_ref()
-            .map(|r| per_pkt(name, "tcpdump -w", run.sent, &run.load, r));
+            .map(|r| per_pkt(name, "tcpdump -w", run.sent, run.expected, &run.load, r));
         if let (Some(n), Some(t)) = (n, t) {
             println!(
                 "| together | ratio nightcap/tcpdump CPU per captured packet: {:.2} |||||||||",
