@@ -133,6 +133,42 @@ fn rotation_by_time_closes_files_at_their_age() {
 }
 
 #[test]
+fn closed_files_are_in_storage_while_the_capture_keeps_running() {
+    require_root();
+    let pod = NetnsPod::new();
+    let rt = runtime();
+    let _g = rt.enter();
+    let dir = tempdir("live");
+    let mut opts = options(Some("udp dst port 6005"), &dir.path().join("spool"), "live");
+    opts.engine.rotate_bytes = 16 * 1024;
+    let out = dir.path().join("out");
+    let cap = start(opts, local_store(&out));
+    cap.add_target(&pod_target(&pod), &TargetMeta::default())
+        .expect("attach");
+    // 100 packets of 1000 bytes: six 16 KiB files close, the seventh stays open.
+    pod.send_udp(to_host(&pod, 6005), 100, 958).expect("send");
+    // A liveness bound, not a performance one: uploads must not wait for the stop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pcapng_files(&out).len() < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!cap.is_finished(), "the capture is still running");
+    assert_eq!(
+        pcapng_files(&out).len(),
+        6,
+        "closed files uploaded while capturing"
+    );
+    cap.stop();
+    let s = rt.block_on(cap.finish()).expect("finish");
+    assert_eq!(s.files, 7, "{s:?}");
+    assert_eq!(
+        pcapng_files(&out).len(),
+        7,
+        "the open file is uploaded at the stop"
+    );
+}
+
+#[test]
 fn max_files_keeps_a_ring_of_the_newest() {
     require_root();
     let pod = NetnsPod::new();
