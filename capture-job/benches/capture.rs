@@ -230,11 +230,17 @@ fn start_nightcap(pod: &NetnsPod, case: &Case, dir: &Path) -> Child {
         .split_whitespace()
         .map(str::to_owned)
         .collect();
+    // The benchmark's ring (16 × 1 MiB, like tcpdump's -B 16384) unless the extra flags size it.
+    let ring: &[&str] = if extra.iter().any(|a| a.starts_with("--ring-")) {
+        &[]
+    } else {
+        &["--ring-block-size", "1MiB", "--ring-blocks", "16"]
+    };
     Command::new(BIN)
         .args(["--netns", pod.name(), "--filter", case.filter])
         .args(["--rotate-bytes", &rotate])
         .args(["--spool-max-bytes", "100GiB", "--rotate-seconds", "3600"])
-        .args(["--ring-block-size", "1MiB", "--ring-blocks", "16"])
+        .args(ring)
         .arg("--spool-dir")
         .arg(dir.join("spool"))
         .args(["--output", &format!("file://{}", output_dir(dir).display())])
