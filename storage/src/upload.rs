@@ -355,8 +355,7 @@ struct Scan {
 }
 
 /// SHA-256, CRC-64/NVME and length of a file, read into (a piece of) `buf`.
-fn scan(file: std::fs::File, mut buf: PartBuf) -> std::io::Result<Scan> {
-    let mut file = file;
+fn scan(mut file: std::fs::File, mut buf: PartBuf) -> std::io::Result<Scan> {
     let mut sha = Sha256::new();
     let mut crc = crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme);
     let mut len = 0u64;
@@ -485,13 +484,13 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
     Ok(n)
 }
 
-/// Opens `local` and runs `f` on it on the blocking pool.
+/// Opens `local` and runs `f` on it, both on the blocking pool.
 async fn blocking<T: Send + 'static>(
     local: &FsPath,
     f: impl FnOnce(std::fs::File) -> std::io::Result<T> + Send + 'static,
 ) -> Result<T, Attempt> {
-    let file = open(local).await?;
-    tokio::task::spawn_blocking(move || f(file))
+    let owned = local.to_path_buf();
+    tokio::task::spawn_blocking(move || f(std::fs::File::open(owned)?))
         .await
         .map_err(|e| local_err(local, std::io::Error::other(e)))?
         .map_err(|e| local_err(local, e))
