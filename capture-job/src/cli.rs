@@ -71,10 +71,10 @@ pub struct CaptureArgs {
     /// dropped (and counted) rather than files deleted.
     #[arg(long, env = "NIGHTCAP_SPOOL_MAX_BYTES", default_value = "1GiB")]
     pub spool_max_bytes: String,
-    /// Write spool files with O_DIRECT: the least CPU, and other processes' page cache cannot
-    /// slow it down. `false`: through the page cache with write-behind (a 32 MiB window per
-    /// file), which absorbs disk stalls better on an idle node. A file system without O_DIRECT
-    /// gets write-behind either way.
+    /// Write spool files with O_DIRECT, and read them back for upload the same way: the least
+    /// CPU, and other processes' page cache cannot slow it down. `false`: through the page cache
+    /// with write-behind (a 32 MiB window per file), which absorbs disk stalls better on an idle
+    /// node. A file system without O_DIRECT gets the page cache either way.
     #[arg(long, env = "NIGHTCAP_SPOOL_DIRECT_IO", default_value_t = true, action = clap::ArgAction::Set)]
     pub spool_direct_io: bool,
     /// Namespace component of the object keys.
@@ -128,6 +128,7 @@ pub(crate) fn upload_options(args: &CaptureArgs) -> Result<UploadOptions> {
         part_size: usize::try_from(part_size)
             .map_err(|_| Error::Invalid("--upload-part-size is too large".into()))?,
         max_concurrent_parts: args.upload_parallel_parts.max(1),
+        direct_io: args.spool_direct_io,
         ..UploadOptions::default()
     })
 }
@@ -428,7 +429,10 @@ mod tests {
         assert_eq!(up.max_concurrent_parts, 1);
         assert_eq!(up.part_size, 5 << 20);
         assert_eq!(up.multipart_threshold, 8 << 20);
-        assert!(!parse(&["--spool-direct-io=false"]).spool_direct_io);
+        assert!(up.direct_io, "uploads read with O_DIRECT too");
+        let buffered = parse(&["--spool-direct-io=false"]);
+        assert!(!buffered.spool_direct_io);
+        assert!(!upload_options(&buffered).expect("valid").direct_io);
         assert_eq!(
             upload_options(&parse(&["--upload-parallel-parts", "3"]))
                 .expect("valid")

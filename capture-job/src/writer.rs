@@ -648,7 +648,6 @@ impl Open {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
     fn key(seq: u64) -> CaptureKey {
         CaptureKey::new(
@@ -741,28 +740,7 @@ mod tests {
 
     /// Pages of `path` in the page cache.
     fn resident_pages(path: &std::path::Path) -> usize {
-        let f = File::open(path).expect("open");
-        let len = f.metadata().expect("metadata").len() as usize;
-        // SAFETY: a read-only shared mapping of a file we hold open; unmapped below.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(map, libc::MAP_FAILED);
-        let pages = len.div_ceil(4096);
-        let mut vec = vec![0u8; pages];
-        // SAFETY: `vec` has one byte per page of the mapping.
-        let rc = unsafe { libc::mincore(map, len, vec.as_mut_ptr()) };
-        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
-        // SAFETY: unmapping the mapping made above.
-        unsafe { libc::munmap(map, len) };
-        vec.iter().filter(|b| *b & 1 == 1).count()
+        nightcap_testsupport::util::page_cache_resident(path).expect("mincore")
     }
 
     #[test]

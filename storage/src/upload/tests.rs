@@ -41,6 +41,7 @@ fn small_parts() -> UploadOptions {
         max_attempts: 4,
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(4),
+        direct_io: true,
     }
 }
 
@@ -86,6 +87,81 @@ async fn single_put_and_multipart_store_bytes_and_checksum() {
         assert_eq!(m.packets, Some(7));
         assert_eq!(got.bytes().await.expect("bytes").as_ref(), &bytes[..]);
     }
+}
+
+/// Whether the temp directory's file system takes `O_DIRECT`.
+fn direct_io_supported(dir: &tempfile::TempDir) -> bool {
+    let probe = write_tmp(dir, "probe", b"x");
+    LocalFile::open(&probe, true).is_ok_and(|f| f.direct)
+}
+
+#[tokio::test]
+async fn direct_reads_leave_uploaded_files_out_of_the_page_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    if !direct_io_supported(&dir) {
+        eprintln!("skipped: the temp directory's file system refuses O_DIRECT");
+        return;
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut seq = 0;
+    // A single PUT and a multipart upload with an unaligned tail; read directly, through the
+    // page cache (the control: mincore must see those pages), and with a part size O_DIRECT
+    // cannot use, which falls back to the page cache.
+    for len in [50_000, 300_001] {
+        for (direct, part_size, cached) in [
+            (true, 40 * 1024, false),
+            (false, 40 * 1024, true),
+            (true, 40 * 1024 + 1, len > 64 * 1024),
+        ] {
+            seq += 1;
+            let bytes = data(len);
+            let local = write_tmp(&dir, &format!("d{seq}"), &bytes);
+            nightcap_testsupport::util::drop_from_page_cache(&local).expect("evict");
+            let before = nightcap_testsupport::util::page_cache_resident(&local).expect("mincore");
+            assert_eq!(before, 0, "the file starts out of the cache");
+            let opts = UploadOptions {
+                direct_io: direct,
+                part_size,
+                ..small_parts()
+            };
+            let up = Uploader::new(store.clone(), KeyPrefix::default(), opts);
+            let res = up.upload_file(&local, &key(seq)).await.expect("upload");
+            assert_eq!(res.sha256, sha(&bytes));
+            let got = store
+                .get(&key(seq).to_path(&KeyPrefix::default()))
+                .await
+                .expect("get");
+            assert_eq!(got.bytes().await.expect("bytes").as_ref(), &bytes[..]);
+            let pages = len.div_ceil(4096);
+            let resident =
+                nightcap_testsupport::util::page_cache_resident(&local).expect("mincore");
+            let what = format!("{len} bytes, direct {direct}, part size {part_size}");
+            if cached {
+                assert!(resident > pages / 2, "{what}: {resident} of {pages} cached");
+            } else {
+                assert_eq!(resident, 0, "{what}: {resident} of {pages} cached");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_unaligned_direct_read_goes_on_through_the_page_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    if !direct_io_supported(&dir) {
+        eprintln!("skipped: the temp directory's file system refuses O_DIRECT");
+        return;
+    }
+    let bytes = data(100_000);
+    let local = write_tmp(&dir, "u", &bytes);
+    let mut file = LocalFile::open(&local, true).expect("open");
+    assert!(file.direct);
+    let mut buf = PartBuf::detached(128 * 1024);
+    // One byte into an aligned buffer: neither address nor length is aligned.
+    let n = file.read_full(&mut buf.full()[1..]).expect("read");
+    assert_eq!(n, bytes.len());
+    assert!(!file.direct, "fell back to the page cache");
+    assert_eq!(&buf.full()[1..=n], &bytes[..]);
 }
 
 #[tokio::test]
