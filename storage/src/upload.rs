@@ -4,10 +4,13 @@
 //! bytes in memory). Larger files go up as a multipart upload read from disk part by part: memory
 //! stays at about `part_size × (max_concurrent_parts + 1)` whatever the file size. The SHA-256 is
 //! recorded as the `nightcap-sha256` attribute; a multipart upload must declare attributes when it
-//! starts, so a large file is read twice: the first read computes its SHA-256 and a CRC-64, the
-//! second sends it and recomputes the CRC-64 (~20x cheaper than hashing again). A file that
-//! changed in between (different length or CRC) is refused ([`Error::FileChanged`]) and the
-//! partial upload aborted, so the declared SHA-256 is that of the bytes sent.
+//! starts. The capture engine computes [`FileSums`] (length, SHA-256, CRC-64/NVME) while it
+//! writes a file and hands them over ([`Uploader::upload_file_with_sums`]), so the file is read
+//! once: the upload recomputes only the CRC-64 (~20x cheaper than SHA-256) of the bytes it sends.
+//! Without sums a large file is read twice: the first read computes them, the second sends. A
+//! file whose bytes differ from its sums (different length or CRC) is refused
+//! ([`Error::FileChanged`]) and the partial upload aborted, so the declared SHA-256 is that of
+//! the bytes sent.
 //!
 //! Reads run on tokio's blocking pool with `read(2)` straight into the buffer that is sent, with
 //! `O_DIRECT` by default ([`UploadOptions::direct_io`]): a closed capture file is no longer in the
@@ -53,6 +56,10 @@ use crate::{
 /// The first read hashes the file in pieces this big (they stay in the CPU's cache between the
 /// read and the two checksums).
 const SCAN_PIECE: usize = 256 << 10;
+
+/// Longest single read: a direct read is one disk request, and the capture's own writes (512 KiB)
+/// queue behind whatever the uploader has in flight.
+const READ_PIECE: usize = 512 << 10;
 
 /// Alignment of buffers, file offsets and lengths for `O_DIRECT` reads (the largest logical block
 /// size in use).
@@ -148,12 +155,24 @@ impl Uploader {
     }
 
     /// Uploads `local` as `key`, recording `meta` and the SHA-256 as object attributes.
-    #[tracing::instrument(skip(self, meta), fields(key = %key))]
     pub async fn upload_file_with_meta(
         &self,
         local: &FsPath,
         key: &CaptureKey,
         meta: &FileMeta,
+    ) -> Result<UploadedFile> {
+        self.upload_file_with_sums(local, key, meta, None).await
+    }
+
+    /// Like [`Uploader::upload_file_with_meta`] for a file whose [`FileSums`] are known (computed
+    /// while it was written): it is read once, and refused unless its bytes match `sums`.
+    #[tracing::instrument(skip(self, meta, sums), fields(key = %key))]
+    pub async fn upload_file_with_sums(
+        &self,
+        local: &FsPath,
+        key: &CaptureKey,
+        meta: &FileMeta,
+        sums: Option<&FileSums>,
     ) -> Result<UploadedFile> {
         let path = key.to_path(&self.prefix);
         let key_str = path.to_string();
@@ -161,7 +180,7 @@ impl Uploader {
         let mut backoff = self.options.initial_backoff;
         loop {
             attempt += 1;
-            match self.attempt(local, &path, meta).await {
+            match self.attempt(local, &path, meta, sums).await {
                 Ok(mut up) => {
                     up.attempts = attempt;
                     info!(key = %key_str, bytes = up.bytes, multipart = up.multipart, "Uploaded.");
@@ -191,6 +210,7 @@ impl Uploader {
         local: &FsPath,
         path: &Path,
         meta: &FileMeta,
+        sums: Option<&FileSums>,
     ) -> Result<UploadedFile, Attempt> {
         let io = |source| {
             Attempt::Fatal(Error::LocalIo {
@@ -199,10 +219,13 @@ impl Uploader {
             })
         };
         let size = tokio::fs::metadata(local).await.map_err(io)?.len();
+        if sums.is_some_and(|s| s.len != size) {
+            return Err(changed(local, path));
+        }
         if size <= self.options.multipart_threshold {
-            self.put_small(local, path, meta, size).await
+            self.put_small(local, path, meta, size, sums).await
         } else {
-            self.put_multipart(local, path, meta, size).await
+            self.put_multipart(local, path, meta, size, sums).await
         }
     }
 
@@ -212,6 +235,7 @@ impl Uploader {
         path: &Path,
         meta: &FileMeta,
         size: u64,
+        sums: Option<&FileSums>,
     ) -> Result<UploadedFile, Attempt> {
         // One byte more than the size is enough to see that the file grew.
         let want = usize::try_from(size)
@@ -220,17 +244,26 @@ impl Uploader {
             .and_then(|s| s.checked_next_multiple_of(ALIGN))
             .ok_or_else(|| changed(local, path))?;
         let direct = self.options.direct_io;
-        let (buf, sha256) = blocking(local, direct, move |mut file| {
+        let known = sums.cloned();
+        let (buf, read) = blocking(local, direct, move |mut file| {
             let mut buf = PartBuf::detached(want);
             let n = file.read_full(buf.full())?;
             buf.set_len(n);
-            let sha256 = hex::encode(Sha256::digest(buf.as_ref()));
-            Ok((buf, sha256))
+            // With known sums, the (cheap) CRC-64 shows whether these are the bytes hashed.
+            let read = match known {
+                Some(k) => {
+                    let mut crc = crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme);
+                    crc.update(buf.as_ref());
+                    (crc.finalize() == k.crc64).then_some(k.sha256)
+                }
+                None => Some(hex::encode(Sha256::digest(buf.as_ref()))),
+            };
+            Ok((buf, read))
         })
         .await?;
-        if buf.len() as u64 != size {
+        let Some(sha256) = read.filter(|_| buf.len() as u64 == size) else {
             return Err(changed(local, path));
-        }
+        };
         let bytes = size;
         let payload = PutPayload::from(Bytes::from_owner(buf));
         let with_attrs = self.attributes.load(Ordering::Relaxed);
@@ -273,9 +306,15 @@ impl Uploader {
         path: &Path,
         meta: &FileMeta,
         size: u64,
+        sums: Option<&FileSums>,
     ) -> Result<UploadedFile, Attempt> {
-        let buf = self.parts.take(self.options.part_size.max(1));
-        let first = blocking(local, self.direct_multipart(), move |file| scan(file, buf)).await?;
+        let first = match sums {
+            Some(s) => s.clone(),
+            None => {
+                let buf = self.parts.take(self.options.part_size.max(1));
+                blocking(local, self.direct_multipart(), move |file| scan(file, buf)).await?
+            }
+        };
         if first.len != size {
             return Err(changed(local, path));
         }
@@ -328,7 +367,7 @@ impl Uploader {
         &self,
         local: &FsPath,
         path: &Path,
-        first: &Scan,
+        first: &FileSums,
         upload: &mut dyn MultipartUpload,
     ) -> Result<(), Attempt> {
         let part_size = self.options.part_size.max(1);
@@ -369,33 +408,74 @@ impl Uploader {
     }
 }
 
-/// What the first read of a file found.
-struct Scan {
-    sha256: String,
-    crc64: u64,
+/// Length, SHA-256 and CRC-64/NVME of a file's bytes: what an upload declares (the SHA-256) and
+/// checks the bytes it sends against (length and CRC-64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSums {
+    /// Bytes.
+    pub len: u64,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// CRC-64/NVME.
+    pub crc64: u64,
+}
+
+/// Computes [`FileSums`] over bytes fed in order.
+#[derive(Clone)]
+pub struct SumsBuilder {
+    sha: Sha256,
+    crc: crc_fast::Digest,
     len: u64,
 }
 
-/// SHA-256, CRC-64/NVME and length of a file, read into (a piece of) `buf`.
-fn scan(mut file: LocalFile, mut buf: PartBuf) -> std::io::Result<Scan> {
-    let mut sha = Sha256::new();
-    let mut crc = crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme);
-    let mut len = 0u64;
+impl std::fmt::Debug for SumsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SumsBuilder")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SumsBuilder {
+    fn default() -> Self {
+        Self {
+            sha: Sha256::new(),
+            crc: crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme),
+            len: 0,
+        }
+    }
+}
+
+impl SumsBuilder {
+    /// Feeds the next bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.sha.update(bytes);
+        self.crc.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// The sums of everything fed.
+    pub fn finish(self) -> FileSums {
+        FileSums {
+            len: self.len,
+            sha256: hex::encode(self.sha.finalize()),
+            crc64: self.crc.finalize(),
+        }
+    }
+}
+
+/// [`FileSums`] of a file, read into (a piece of) `buf`.
+fn scan(mut file: LocalFile, mut buf: PartBuf) -> std::io::Result<FileSums> {
+    let mut sums = SumsBuilder::default();
     let full = buf.full();
     let take = SCAN_PIECE.min(full.len());
     let piece = &mut full[..take];
     loop {
         let n = file.read_full(piece)?;
         if n == 0 {
-            return Ok(Scan {
-                sha256: hex::encode(sha.finalize()),
-                crc64: crc.finalize(),
-                len,
-            });
+            return Ok(sums.finish());
         }
-        sha.update(&piece[..n]);
-        crc.update(&piece[..n]);
-        len += n as u64;
+        sums.update(&piece[..n]);
     }
 }
 
@@ -557,7 +637,8 @@ impl LocalFile {
     fn read_full(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let mut n = 0;
         while n < buf.len() {
-            match self.file.read(&mut buf[n..]) {
+            let end = buf.len().min(n + READ_PIECE);
+            match self.file.read(&mut buf[n..end]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

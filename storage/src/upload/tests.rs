@@ -89,6 +89,67 @@ async fn single_put_and_multipart_store_bytes_and_checksum() {
     }
 }
 
+fn sums_of(bytes: &[u8]) -> FileSums {
+    let mut b = SumsBuilder::default();
+    // In uneven pieces, as a writer feeds them.
+    for piece in bytes.chunks(7_777) {
+        b.update(piece);
+    }
+    b.finish()
+}
+
+#[tokio::test]
+async fn known_sums_are_declared_and_checked_against_the_bytes_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let up = Uploader::new(store.clone(), KeyPrefix::default(), small_parts());
+    let mut seq = 0;
+    for len in [0, 50_000, 300_001] {
+        let bytes = data(len);
+        let sums = sums_of(&bytes);
+        assert_eq!(sums.len, len as u64);
+        assert_eq!(
+            sums.sha256,
+            sha(&bytes),
+            "the builder computes the file's SHA-256"
+        );
+        seq += 1;
+        let local = write_tmp(&dir, &format!("k{seq}"), &bytes);
+        let res = up
+            .upload_file_with_sums(&local, &key(seq), &FileMeta::default(), Some(&sums))
+            .await
+            .expect("upload");
+        assert_eq!(res.sha256, sums.sha256);
+        let got = store
+            .get(&key(seq).to_path(&KeyPrefix::default()))
+            .await
+            .expect("get");
+        let (_, declared) = FileMeta::from_attributes(&got.attributes);
+        assert_eq!(declared.as_deref(), Some(sums.sha256.as_str()));
+        assert_eq!(got.bytes().await.expect("bytes").as_ref(), &bytes[..]);
+
+        // Sums of other bytes (one flipped, or one more): refused, nothing stored.
+        let mut other = bytes.clone();
+        match other.get_mut(len / 2) {
+            Some(b) => *b ^= 0x20,
+            None => other.push(0),
+        }
+        for wrong in [sums_of(&other), sums_of(&[bytes.as_slice(), b"x"].concat())] {
+            seq += 1;
+            let err = up
+                .upload_file_with_sums(&local, &key(seq), &FileMeta::default(), Some(&wrong))
+                .await
+                .expect_err("sums of other bytes");
+            assert!(matches!(err, Error::FileChanged { .. }), "{len}: {err}");
+            let get = store.get(&key(seq).to_path(&KeyPrefix::default())).await;
+            assert!(
+                matches!(get, Err(object_store::Error::NotFound { .. })),
+                "{len}: nothing stored"
+            );
+        }
+    }
+}
+
 /// Whether the temp directory's file system takes `O_DIRECT`.
 fn direct_io_supported(dir: &tempfile::TempDir) -> bool {
     let probe = write_tmp(dir, "probe", b"x");
