@@ -17,7 +17,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use nightcap_storage::{CaptureKey, FileMeta, KeyPrefix, Uploader};
+use nightcap_storage::{CaptureKey, FileMeta, FileSums, KeyPrefix, Uploader};
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -38,6 +38,8 @@ pub struct ClosedFile {
     pub bytes: u64,
     /// When the capture thread finished the file (None: a leftover of an earlier run).
     pub rotated: Option<Instant>,
+    /// Checksums computed while the file was written (None: a leftover, read twice to upload).
+    pub sums: Option<FileSums>,
 }
 
 /// The `{name}.json` next to a spooled file.
@@ -161,6 +163,7 @@ pub fn leftovers(dir: &Path) -> Result<Vec<ClosedFile>> {
                 packets: sc.packets,
             },
             rotated: None,
+            sums: None,
             bytes,
         });
     }
@@ -229,7 +232,7 @@ pub async fn run_uploader(
             deadline = Some(tokio::time::Instant::now() + cfg.grace);
         }
         match uploader
-            .upload_file_with_meta(&file.path, &file.key, &file.meta)
+            .upload_file_with_sums(&file.path, &file.key, &file.meta, file.sums.as_ref())
             .await
         {
             Ok(up) => {
@@ -277,6 +280,14 @@ pub async fn run_uploader(
                     }
                     return report;
                 }
+                if matches!(e, nightcap_storage::Error::FileChanged { .. })
+                    && let Some(front) = queue.front_mut()
+                    && front.sums.take().is_some()
+                {
+                    // The bytes on disk are not those written (a disk or file system fault):
+                    // upload them as they are, with their own checksums, rather than never.
+                    warn!(file = %front.path.display(), "The spool file differs from what was written; uploading it as it is now.");
+                }
                 warn!(key = %file.key, error = %e, retry_in_ms = backoff.as_millis() as u64, "Upload failed; the file stays in the spool and is retried.");
                 // Wait, but keep accepting newly closed files meanwhile.
                 let sleep = tokio::time::sleep(backoff);
@@ -295,4 +306,78 @@ pub async fn run_uploader(
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nightcap_storage::{SumsBuilder, UploadOptions};
+    use object_store::local::LocalFileSystem;
+
+    #[tokio::test]
+    async fn a_file_that_differs_from_its_sums_is_still_uploaded_as_it_is() {
+        let spool = tempfile::tempdir().expect("spool");
+        let out = tempfile::tempdir().expect("store");
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(out.path()).expect("store"));
+        let prefix = KeyPrefix::new("").expect("prefix");
+        let key = CaptureKey::new(
+            "team-a",
+            "cap",
+            "00000000-0000-4000-8000-000000000002",
+            "node-1",
+            Utc::now(),
+            0,
+        )
+        .expect("key");
+        let on_disk: Vec<u8> = (0..20_000u32).map(|i| (i % 241) as u8).collect();
+        let path = spool.path().join(key.file_name());
+        std::fs::write(&path, &on_disk).expect("spool file");
+        // What the writer hashed: the same length, one byte different.
+        let mut written = on_disk.clone();
+        written[10_000] ^= 1;
+        let mut sums = SumsBuilder::default();
+        sums.update(&written);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(ClosedFile {
+            path: path.clone(),
+            key: key.clone(),
+            meta: FileMeta::default(),
+            bytes: on_disk.len() as u64,
+            rotated: Some(Instant::now()),
+            sums: Some(sums.finish()),
+        })
+        .expect("queued");
+        drop(tx);
+        let uploader = Arc::new(Uploader::new(
+            store.clone(),
+            prefix.clone(),
+            UploadOptions::default(),
+        ));
+        let report = run_uploader(
+            Vec::new(),
+            rx,
+            uploader,
+            store.clone(),
+            prefix.clone(),
+            Arc::new(AtomicU64::new(on_disk.len() as u64)),
+            UploaderConfig {
+                max_files: None,
+                grace: Duration::from_secs(10),
+                max_backoff: Duration::from_millis(500),
+            },
+        )
+        .await;
+        assert_eq!(report.keys, vec![key.to_key(&prefix)], "uploaded once");
+        assert!(report.left.is_empty());
+        let got = store
+            .get(&key.to_path(&prefix))
+            .await
+            .expect("in storage")
+            .bytes()
+            .await
+            .expect("bytes");
+        assert_eq!(got.as_ref(), &on_disk[..], "the bytes on disk, as they are");
+        assert!(!path.exists(), "the local copy is deleted after the upload");
+    }
 }

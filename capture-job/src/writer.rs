@@ -1,27 +1,26 @@
 //! The file writer thread: all disk I/O of the capture files, off the capture thread.
 //!
 //! The capture thread encodes pcapng into fixed, page-aligned chunks ([`FileSink`]) and hands
-//! each full chunk to this thread, which writes it and gives the chunk back. Opening a file,
+//! each full chunk to this thread, which writes it and passes it to a **hasher thread**; the
+//! hasher adds it to the file's [`FileSums`] (length, SHA-256, CRC-64) and gives the chunk back.
+//! The sums travel with the closed file, so the uploader reads each file once and need not hash
+//! it again (SHA-256 costs ~0.8 µs per 1400-byte packet here: as much as the whole capture path;
+//! a separate thread keeps it beside the writes instead of between them). Opening a file,
 //! writing its sidecar, flushing, `fdatasync`, renaming it to its closed name and handing it to
-//! the uploader all happen here too, so the capture thread never waits for the disk — only, when
-//! the disk falls behind by more than the chunk pool, for a free chunk (the ring then buffers,
-//! and past that the kernel counts drops).
+//! the uploader all happen off the capture thread too, so the capture thread never waits for the
+//! disk — only, when the disk falls behind by more than the chunk pool, for a free chunk (the
+//! ring then buffers, and past that the kernel counts drops).
 //!
-//! Files are written through the page cache with **write-behind** (the default): writeback
+//! Files are written with `O_DIRECT` by default (`--spool-direct-io=true`): the least CPU, and
+//! no page cache for other processes (tcpdump's, the node's) to take from under us. Chunks are
+//! full and aligned except a file's last one, which is zero-padded to the alignment, written,
+//! and cut back with `ftruncate`. Where `O_DIRECT` is refused (`EINVAL`), or with
+//! `--spool-direct-io=false`, files go through the page cache with **write-behind**: writeback
 //! starts as each chunk is written, and pages more than [`WRITE_BEHIND`] bytes behind the write
 //! position that are already on disk are dropped from the cache — nothing waits for the disk.
-//! While the disk keeps up the cache holds about that window per file: its pages are reused
-//! while they are warm (on the VMs we measured, copying into pages the
-//! guest had not touched recently cost ~10× a normal copy, and a plain buffered capture spent a
-//! third of all CPU there) and the capture Job's memory cgroup is charged for the window only; a
-//! slower disk is absorbed by dirty pages, as for any buffered writer (an earlier version waited
-//! for writeback 32 MiB behind and lost packets on disk stalls that tcpdump rode out).
-//!
-//! With `direct` (`--spool-direct-io=true`) files are written with `O_DIRECT` instead: the least
-//! CPU, but every disk latency spike reaches this thread after only the chunk pool (2 MiB), which
-//! lost more packets in our benchmarks. Chunks are full and aligned except a file's last one,
-//! which is zero-padded to the alignment, written, and cut back with `ftruncate`. Where
-//! `O_DIRECT` is refused (`EINVAL`), write-behind is used.
+//! The cache then holds about that window per file: its pages are reused while they are warm (on
+//! the VMs we measured, copying into pages the guest had not touched recently cost ~10× a
+//! normal copy) and the capture Job's memory cgroup is charged for the window only.
 
 use std::{
     fs::File,
@@ -38,7 +37,7 @@ use std::{
     time::Instant,
 };
 
-use nightcap_storage::{CaptureKey, FileMeta};
+use nightcap_storage::{CaptureKey, FileMeta, FileSums, SumsBuilder};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
@@ -50,9 +49,10 @@ use crate::{
 /// Bytes per chunk (a multiple of [`ALIGN`]). O_DIRECT writes of 512 KiB ran as fast as 1 MiB
 /// ones on the machines we measured (~1.6 GB/s).
 pub(crate) const CHUNK: usize = 512 << 10;
-/// Chunks per capture: one being filled, the rest queued for or being written. Two keep the
-/// disk busy; the others absorb short write stalls before the ring has to.
-const CHUNKS: usize = 4;
+/// Chunks per capture: one being filled, the rest queued for or being written or hashed. Two
+/// keep the disk busy, one the hasher; the others absorb short write stalls before the ring has
+/// to.
+const CHUNKS: usize = 6;
 /// Alignment of buffers, file offsets and lengths for `O_DIRECT` (the largest logical block
 /// size in use; 512-byte devices accept it too).
 const ALIGN: usize = 4096;
@@ -92,6 +92,12 @@ impl Chunk {
 
     fn full(&self) -> bool {
         self.len == CHUNK
+    }
+
+    /// The bytes written into it.
+    fn used(&self) -> &[u8] {
+        // SAFETY: len <= CHUNK; initialised (alloc_zeroed, then only written).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// The used bytes, zero-padded to `ALIGN` when `pad` (for the last write of a file).
@@ -178,26 +184,32 @@ impl Writer {
                 // Same priority as the capture thread (see `crate::runtime`).
                 let _ = crate::set_nice(0);
                 let (sync_tx, sync_rx) = mpsc::channel();
+                let (hash_tx, hash_rx) = mpsc::channel();
                 let syncer_shared = thread_shared.clone();
-                let syncer = std::thread::Builder::new()
-                    .name("nightcap-syncer".into())
-                    .spawn(move || {
-                        let _ = crate::set_nice(0);
-                        let mut s = Syncer {
-                            shared: syncer_shared,
-                            closed,
-                            current: None,
-                        };
-                        while let Ok(cmd) = sync_rx.recv() {
-                            s.handle(cmd);
-                        }
-                    });
-                let syncer = match syncer {
+                let syncer = spawn_nice0("nightcap-syncer", move || {
+                    let mut s = Syncer {
+                        shared: syncer_shared,
+                        closed,
+                        current: None,
+                    };
+                    while let Ok(cmd) = sync_rx.recv() {
+                        s.handle(cmd);
+                    }
+                });
+                let hasher_shared = thread_shared.clone();
+                let hasher_sync = sync_tx.clone();
+                let hasher = syncer.and_then(|syncer| {
+                    spawn_nice0("nightcap-hasher", move || {
+                        hash_files(&hasher_shared, hash_rx, hasher_sync)
+                    })
+                    .map(|hasher| (syncer, hasher))
+                });
+                let (syncer, hasher) = match hasher {
                     Ok(t) => t,
                     Err(e) => {
                         let mut pool = lock(&thread_shared.free);
                         pool.error.get_or_insert(Error::Invalid(format!(
-                            "cannot start the file syncer thread: {e}"
+                            "cannot start the file writer's threads: {e}"
                         )));
                         pool.gone = true;
                         thread_shared.returned.notify_all();
@@ -207,6 +219,7 @@ impl Writer {
                 let mut w = Thread {
                     shared: thread_shared.clone(),
                     sync: sync_tx,
+                    hash: hash_tx,
                     kicks: Arc::new(AtomicUsize::new(0)),
                     direct,
                     file: None,
@@ -216,8 +229,10 @@ impl Writer {
                         w.fail(e);
                     }
                 }
-                // Closing files queued for the syncer are finished before anyone hears "done".
+                // Files queued for the hasher and the syncer are closed and handed on before
+                // anyone hears "done" (each ends when the thread before it is gone).
                 drop(w);
+                let _ = hasher.join();
                 let _ = syncer.join();
                 // A file still open here belongs to a capture that failed; its `.partial`
                 // stays for the next run's recovery.
@@ -302,6 +317,16 @@ impl Drop for Writer {
             let _ = t.join();
         }
     }
+}
+
+/// Starts a helper thread at the capture's priority (see `crate::runtime`).
+fn spawn_nice0(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = crate::set_nice(0);
+            f()
+        })
 }
 
 fn lock(m: &Mutex<Pool>) -> std::sync::MutexGuard<'_, Pool> {
@@ -413,8 +438,10 @@ struct Open {
 
 struct Thread {
     shared: Arc<Shared>,
-    /// Writeback requests and closes, for the syncer thread.
+    /// Writeback requests, for the syncer thread.
     sync: mpsc::Sender<Sync>,
+    /// Written chunks and closes, for the hasher thread (which passes closes to the syncer).
+    hash: mpsc::Sender<Hash>,
     /// Writeback requests queued and not yet handled (bounded by [`MAX_KICKS`]).
     kicks: Arc<AtomicUsize>,
     direct: bool,
@@ -431,7 +458,52 @@ enum Sync {
         kicks: Arc<AtomicUsize>,
     },
     /// Cut the padding, fdatasync, complete the sidecar, rename, hand to the uploader.
+    Close(Box<Closing>),
+}
+
+/// A file to close, with the checksums of its bytes.
+struct Closing {
+    open: Open,
+    info: CloseInfo,
+    sums: FileSums,
+}
+
+/// Work for the hasher thread, in file order.
+enum Hash {
+    /// A new file starts (whatever was hashed for a failed one is dropped).
+    Open,
+    /// A written chunk: hash its bytes, then give it back to the pool.
+    Data(Chunk),
+    /// The file is complete: its sums go to the syncer with the close.
     Close { open: Box<Open>, info: CloseInfo },
+}
+
+/// The hasher thread: checksums of each file's bytes (so the uploader reads the file once),
+/// computed beside the writes rather than between them.
+fn hash_files(shared: &Shared, rx: mpsc::Receiver<Hash>, sync: mpsc::Sender<Sync>) {
+    let mut sums = SumsBuilder::default();
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            Hash::Open => sums = SumsBuilder::default(),
+            Hash::Data(chunk) => {
+                sums.update(chunk.used());
+                give_back(shared, chunk);
+            }
+            Hash::Close { open, info } => {
+                let sums = std::mem::take(&mut sums).finish();
+                let closing = Box::new(Closing {
+                    open: *open,
+                    info,
+                    sums,
+                });
+                if sync.send(Sync::Close(closing)).is_err() {
+                    lock(&shared.free)
+                        .error
+                        .get_or_insert(Error::Invalid("the file syncer thread has stopped".into()));
+                }
+            }
+        }
+    }
 }
 
 /// The syncer thread's state.
@@ -483,7 +555,8 @@ impl Syncer {
                 };
                 self.current = Some((file, dropped));
             }
-            Sync::Close { open, info } => {
+            Sync::Close(closing) => {
+                let Closing { open, info, sums } = *closing;
                 self.current = None;
                 let meta = info.meta;
                 match open.finish(&Sidecar::new(&info.key, &meta)) {
@@ -498,6 +571,7 @@ impl Syncer {
                             meta,
                             bytes: info.bytes,
                             rotated: Some(info.rotated),
+                            sums: Some(sums),
                         });
                     }
                     Err(e) => {
@@ -526,6 +600,8 @@ impl Thread {
                 sidecar,
                 key,
             } => {
+                // Unsent only when the hasher is gone, and then no file reaches the uploader.
+                let _ = self.hash.send(Hash::Open);
                 Sidecar::for_key(&key).write(&sidecar)?;
                 let (file, direct) = create(&partial, self.direct)
                     .map_err(|e| Error::io(&partial, "creating", e))?;
@@ -541,12 +617,22 @@ impl Thread {
                 Ok(())
             }
             Cmd::Data(mut chunk) => {
-                let r = match self.file.as_mut() {
-                    Some(f) => f.write(&mut chunk),
+                let written = match self.file.as_mut() {
+                    Some(f) => f.write(&mut chunk).map(|()| true),
                     // The file failed earlier: the error is already reported.
-                    None => Ok(()),
+                    None => Ok(false),
                 };
-                give_back(&self.shared, chunk);
+                if matches!(written, Ok(true)) {
+                    // The hasher gives it back once it has hashed it.
+                    if let Err(mpsc::SendError(Hash::Data(chunk))) =
+                        self.hash.send(Hash::Data(chunk))
+                    {
+                        give_back(&self.shared, chunk);
+                        return Err(Error::Invalid("the file hasher thread has stopped".into()));
+                    }
+                } else {
+                    give_back(&self.shared, chunk);
+                }
                 if let Some(f) = self.file.as_mut()
                     && !f.direct
                     && f.len > f.kicked
@@ -564,18 +650,18 @@ impl Thread {
                         f.kicked = f.len;
                     }
                 }
-                r
+                written.map(drop)
             }
             Cmd::Close(info) => {
                 let Some(open) = self.file.take() else {
                     return Ok(());
                 };
-                self.sync
-                    .send(Sync::Close {
+                self.hash
+                    .send(Hash::Close {
                         open: Box::new(open),
                         info,
                     })
-                    .map_err(|_| Error::Invalid("the file syncer thread has stopped".into()))
+                    .map_err(|_| Error::Invalid("the file hasher thread has stopped".into()))
             }
         }
     }
@@ -722,6 +808,10 @@ mod tests {
                 assert_eq!(data.len(), size, "direct={direct} {}", f.path.display());
                 assert!(data == pattern(size), "direct={direct}: content differs");
                 assert_eq!(f.bytes, size as u64);
+                // The uploader's checksums cover exactly the file's bytes (no padding).
+                let mut sums = SumsBuilder::default();
+                sums.update(&data);
+                assert_eq!(f.sums, Some(sums.finish()), "direct={direct} size {size}");
                 assert!(!f.path.to_string_lossy().ends_with(".partial"));
                 let side = dir.path().join(format!("{}.json", f.key.file_name()));
                 let sc: serde_json::Value =
