@@ -106,8 +106,9 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .worker_threads(1)
         .enable_all()
         .on_thread_start(|| {
-            // Without it the process still works, with uploads at the capture's priority.
+            // Without them the process still works, with uploads at the capture's priority.
             let _ = set_nice(RUNTIME_NICE);
+            let _ = set_io_idle();
         })
         .build()
         .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))
@@ -123,11 +124,58 @@ pub(crate) fn set_nice(nice: i32) -> bool {
     }
 }
 
+/// Puts the calling thread's disk I/O in the idle class: the uploader's reads of spool files
+/// then wait while the capture's writes are queued (schedulers with I/O priorities, such as
+/// mq-deadline and BFQ; mq-deadline still serves a request waiting longer than its
+/// `prio_aging_expire`, 10 s by default).
+pub(crate) fn set_io_idle() -> bool {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: ioprio_set on the calling thread (who = 0), plain integer arguments.
+    unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        ) == 0
+    }
+}
+
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {
+    /// The calling thread's I/O priority class (`ioprio_get`).
+    fn io_class_of_this_thread() -> libc::c_long {
+        // SAFETY: ioprio_get on the calling thread (IOPRIO_WHO_PROCESS = 1, who = 0).
+        let prio =
+            unsafe { libc::syscall(libc::SYS_ioprio_get, 1 as libc::c_long, 0 as libc::c_long) };
+        assert!(prio >= 0, "ioprio_get: {}", std::io::Error::last_os_error());
+        prio >> 13
+    }
+
+    #[test]
+    fn upload_reads_wait_for_the_captures_writes() {
+        let rt = super::runtime().expect("runtime");
+        let (blocking, plain) = rt.block_on(async {
+            let blocking = tokio::task::spawn_blocking(io_class_of_this_thread)
+                .await
+                .expect("blocking");
+            let plain = std::thread::spawn(io_class_of_this_thread)
+                .join()
+                .expect("thread");
+            (blocking, plain)
+        });
+        assert_eq!(
+            blocking, 3,
+            "the blocking pool (spool reads) is in the idle I/O class"
+        );
+        assert_ne!(plain, 3, "the writer's threads are not");
+    }
+
     fn nice_of_this_thread() -> i32 {
         // SAFETY: getpriority on the calling thread.
         unsafe {
