@@ -14,7 +14,8 @@
 //! `NIGHTCAP_BENCH_CASES=64,selective,1400,1400-rotate`,
 //! `NIGHTCAP_BENCH_ARGS` (extra nightcap-capture flags), `NIGHTCAP_BENCH_DIR` (spool and files),
 //! `NIGHTCAP_BENCH_SECONDS` (flood length, default 5), `NIGHTCAP_BENCH_STDERR=1` (nightcap's log),
-//! `NIGHTCAP_BENCH_SENDERS` (generator threads, default 1).
+//! `NIGHTCAP_BENCH_SENDERS` (generator threads, default 1), `NIGHTCAP_BENCH_PPS` (total send
+//! rate in packets per second; default: as fast as the senders can).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -45,6 +46,16 @@ fn senders() -> usize {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(1)
         .max(1)
+}
+
+/// Packets per second each sender thread paces itself to (`NIGHTCAP_BENCH_PPS` / senders), or
+/// None: as fast as it can.
+fn paced_rate() -> Option<f64> {
+    std::env::var("NIGHTCAP_BENCH_PPS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|r| *r > 0.0)
+        .map(|r| r / senders() as f64)
 }
 
 /// Sends UDP from inside the pod with sendmmsg, as fast as it can, for [`flood_len`]. Every
@@ -82,7 +93,15 @@ fn generate(pod: &NetnsPod, dst: IpAddr, payload: usize, selective: u64) -> (u64
     let (mut sent, mut matched) = (0u64, 0u64);
     let started = Instant::now();
     let flood = flood_len();
+    let rate = paced_rate();
     while started.elapsed() < flood {
+        if let Some(rate) = rate {
+            // Ahead of the schedule: wait for it.
+            let due = Duration::from_secs_f64(sent as f64 / rate);
+            if let Some(early) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(early);
+            }
+        }
         // The next `run` datagrams do not match; the one after them does.
         let run = (selective - 1 - sent % selective) as usize;
         let (sock, count) = if run == 0 {
@@ -355,12 +374,16 @@ fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
 fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
     let selective = case.selective;
     println!(
-        "\n## {}: filter '{}', {}-byte frames, {} s flood from {} sender thread(s); 1 in {selective} matches; {}",
+        "\n## {}: filter '{}', {}-byte frames, {} s flood from {} sender thread(s){}; 1 in {selective} matches; {}",
         case.label,
         case.filter,
         case.payload + 42,
         flood_len().as_secs(),
         senders(),
+        match paced_rate() {
+            Some(r) => format!(" paced to {:.0} pps in all", r * senders() as f64),
+            None => String::new(),
+        },
         match case.rotate_mb {
             Some(mb) => format!(
                 "{mb} MB files (nightcap uploads each closed file to the output while capturing)"
