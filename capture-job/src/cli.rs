@@ -71,11 +71,12 @@ pub struct CaptureArgs {
     /// dropped (and counted) rather than files deleted.
     #[arg(long, env = "NIGHTCAP_SPOOL_MAX_BYTES", default_value = "1GiB")]
     pub spool_max_bytes: String,
-    /// Write spool files with O_DIRECT, and read them back for upload the same way: the least
-    /// CPU, and other processes' page cache cannot slow it down. `false`: through the page cache
-    /// with write-behind (a 32 MiB window per file), which absorbs disk stalls better on an idle
-    /// node. A file system without O_DIRECT gets the page cache either way.
-    #[arg(long, env = "NIGHTCAP_SPOOL_DIRECT_IO", default_value_t = true, action = clap::ArgAction::Set)]
+    /// `false` (default): write spool files through the page cache with write-behind (about
+    /// 32 MiB of each file cached), which rides out disk stalls as tcpdump does. `true`: write
+    /// them, and read them back for upload, with O_DIRECT: the least CPU, and other processes'
+    /// page cache cannot slow it down, but every disk stall longer than the ring reaches the
+    /// capture. A file system without O_DIRECT gets the page cache either way.
+    #[arg(long, env = "NIGHTCAP_SPOOL_DIRECT_IO", default_value_t = false, action = clap::ArgAction::Set)]
     pub spool_direct_io: bool,
     /// Namespace component of the object keys.
     #[arg(long, env = "NIGHTCAP_NAMESPACE", default_value = "local")]
@@ -422,17 +423,17 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_direct_io_and_one_part_in_flight() {
+    fn defaults_are_write_behind_and_one_part_in_flight() {
         let args = parse(&[]);
-        assert!(args.spool_direct_io, "O_DIRECT spool by default");
+        assert!(!args.spool_direct_io, "write-behind spool by default");
         let up = upload_options(&args).expect("defaults are valid");
         assert_eq!(up.max_concurrent_parts, 1);
         assert_eq!(up.part_size, 5 << 20);
         assert_eq!(up.multipart_threshold, 8 << 20);
-        assert!(up.direct_io, "uploads read with O_DIRECT too");
-        let buffered = parse(&["--spool-direct-io=false"]);
-        assert!(!buffered.spool_direct_io);
-        assert!(!upload_options(&buffered).expect("valid").direct_io);
+        assert!(!up.direct_io, "uploads read through the page cache too");
+        let direct = parse(&["--spool-direct-io=true"]);
+        assert!(direct.spool_direct_io);
+        assert!(upload_options(&direct).expect("valid").direct_io);
         assert_eq!(
             upload_options(&parse(&["--upload-parallel-parts", "3"]))
                 .expect("valid")

@@ -11,16 +11,17 @@
 //! disk — only, when the disk falls behind by more than the chunk pool, for a free chunk (the
 //! ring then buffers, and past that the kernel counts drops).
 //!
-//! Files are written with `O_DIRECT` by default (`--spool-direct-io=true`): the least CPU, and
-//! no page cache for other processes (tcpdump's, the node's) to take from under us. Chunks are
-//! full and aligned except a file's last one, which is zero-padded to the alignment, written,
-//! and cut back with `ftruncate`. Where `O_DIRECT` is refused (`EINVAL`), or with
-//! `--spool-direct-io=false`, files go through the page cache with **write-behind**: writeback
-//! starts as each chunk is written, and pages more than [`WRITE_BEHIND`] bytes behind the write
-//! position that are already on disk are dropped from the cache — nothing waits for the disk.
-//! The cache then holds about that window per file: its pages are reused while they are warm (on
-//! the VMs we measured, copying into pages the guest had not touched recently cost ~10× a
-//! normal copy) and the capture Job's memory cgroup is charged for the window only.
+//! Files are written through the page cache with **write-behind** by default: writeback starts
+//! as each chunk is written, and pages more than [`WRITE_BEHIND`] bytes behind the write position
+//! that are already on disk are dropped from the cache — nothing waits for the disk, and a disk
+//! stall is absorbed by dirty pages as for tcpdump. The cache holds about that window per file:
+//! its pages are reused while they are warm (on the VMs we measured, copying into pages the guest
+//! had not touched recently cost ~10× a normal copy) and the capture Job's memory cgroup is
+//! charged for the window only. With `direct` (`--spool-direct-io=true`) files are written with
+//! `O_DIRECT` instead: the least CPU and no page cache for other processes to take from under us,
+//! but a disk stall longer than the chunk pool and the ring hold loses packets. Chunks are full and
+//! aligned except a file's last one, which is zero-padded to the alignment, written, and cut back
+//! with `ftruncate`. Where `O_DIRECT` is refused (`EINVAL`), write-behind is used.
 
 use std::{
     fs::File,
