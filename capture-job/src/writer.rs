@@ -5,7 +5,9 @@
 //! hasher adds it to the file's [`FileSums`] (length, SHA-256, CRC-64) and gives the chunk back.
 //! The sums travel with the closed file, so the uploader reads each file once and need not hash
 //! it again (SHA-256 costs ~0.8 µs per 1400-byte packet here: as much as the whole capture path;
-//! a separate thread keeps it beside the writes instead of between them). Opening a file,
+//! a separate thread keeps it beside the writes instead of between them). Capture first: when the
+//! hasher holds chunks the capture thread is waiting for, the writer stops hashing that file; it
+//! then has no sums and the uploader reads it twice. Opening a file,
 //! writing its sidecar, flushing, `fdatasync`, renaming it to its closed name and handing it to
 //! the uploader all happen off the capture thread too, so the capture thread never waits for the
 //! disk — only, when the disk falls behind by more than the chunk pool, for a free chunk (the
@@ -31,7 +33,7 @@ use std::{
     ptr::NonNull,
     sync::{
         Arc, Condvar, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc,
     },
     thread::JoinHandle,
@@ -148,6 +150,10 @@ enum Cmd {
 struct Shared {
     free: Mutex<Pool>,
     returned: Condvar,
+    /// Chunks handed to the hasher and not yet given back.
+    hash_backlog: AtomicUsize,
+    /// Set when the writer gave up hashing the current file: queued chunks go straight back.
+    hash_skip: AtomicBool,
 }
 
 struct Pool {
@@ -174,6 +180,8 @@ impl Writer {
                 error: None,
             }),
             returned: Condvar::new(),
+            hash_backlog: AtomicUsize::new(0),
+            hash_skip: AtomicBool::new(false),
         });
         // Every chunk plus an open and a close per file fit, so a send blocks only when the
         // thread is far behind (and then the pool has already run dry).
@@ -435,6 +443,8 @@ struct Open {
     padded: bool,
     /// Buffered mode: writeback was requested up to here.
     kicked: u64,
+    /// Its chunks still go to the hasher (false once hashing fell behind the capture).
+    hashing: bool,
 }
 
 struct Thread {
@@ -462,11 +472,11 @@ enum Sync {
     Close(Box<Closing>),
 }
 
-/// A file to close, with the checksums of its bytes.
+/// A file to close, with the checksums of its bytes (None when hashing fell behind).
 struct Closing {
     open: Open,
     info: CloseInfo,
-    sums: FileSums,
+    sums: Option<FileSums>,
 }
 
 /// Work for the hasher thread, in file order.
@@ -475,6 +485,8 @@ enum Hash {
     Open,
     /// A written chunk: hash its bytes, then give it back to the pool.
     Data(Chunk),
+    /// Stop hashing the current file (it will have no sums).
+    Abandon,
     /// The file is complete: its sums go to the syncer with the close.
     Close { open: Box<Open>, info: CloseInfo },
 }
@@ -482,16 +494,24 @@ enum Hash {
 /// The hasher thread: checksums of each file's bytes (so the uploader reads the file once),
 /// computed beside the writes rather than between them.
 fn hash_files(shared: &Shared, rx: mpsc::Receiver<Hash>, sync: mpsc::Sender<Sync>) {
-    let mut sums = SumsBuilder::default();
+    let mut sums = None;
     while let Ok(cmd) = rx.recv() {
         match cmd {
-            Hash::Open => sums = SumsBuilder::default(),
+            Hash::Open => sums = Some(SumsBuilder::default()),
             Hash::Data(chunk) => {
-                sums.update(chunk.used());
+                if let Some(s) = sums.as_mut()
+                    && !shared.hash_skip.load(Ordering::SeqCst)
+                {
+                    #[cfg(test)]
+                    let _gate = tests::HASH_GATE.lock();
+                    s.update(chunk.used());
+                }
+                shared.hash_backlog.fetch_sub(1, Ordering::SeqCst);
                 give_back(shared, chunk);
             }
+            Hash::Abandon => sums = None,
             Hash::Close { open, info } => {
-                let sums = std::mem::take(&mut sums).finish();
+                let sums = sums.take().map(SumsBuilder::finish);
                 let closing = Box::new(Closing {
                     open: *open,
                     info,
@@ -572,7 +592,7 @@ impl Syncer {
                             meta,
                             bytes: info.bytes,
                             rotated: Some(info.rotated),
-                            sums: Some(sums),
+                            sums,
                         });
                     }
                     Err(e) => {
@@ -586,6 +606,25 @@ impl Syncer {
 }
 
 impl Thread {
+    /// Whether the open file's chunks still go to the hasher. Capture first: when the hasher
+    /// holds chunks the capture thread is waiting for (none free, two or more queued for
+    /// hashing), the file is no longer hashed and its upload reads it twice instead.
+    fn keep_hashing(&mut self) -> bool {
+        let Some(f) = self.file.as_mut() else {
+            return false;
+        };
+        if f.hashing
+            && self.shared.hash_backlog.load(Ordering::SeqCst) >= 2
+            && lock(&self.shared.free).chunks.is_empty()
+        {
+            f.hashing = false;
+            self.shared.hash_skip.store(true, Ordering::SeqCst);
+            let _ = self.hash.send(Hash::Abandon);
+            info!(file = %f.partial.display(), "Hashing fell behind the capture; this file's upload reads it twice.");
+        }
+        f.hashing
+    }
+
     fn fail(&mut self, e: Error) {
         warn!(error = %e, "Writing a capture file failed.");
         let mut pool = lock(&self.shared.free);
@@ -602,6 +641,7 @@ impl Thread {
                 key,
             } => {
                 // Unsent only when the hasher is gone, and then no file reaches the uploader.
+                self.shared.hash_skip.store(false, Ordering::SeqCst);
                 let _ = self.hash.send(Hash::Open);
                 Sidecar::for_key(&key).write(&sidecar)?;
                 let (file, direct) = create(&partial, self.direct)
@@ -614,6 +654,7 @@ impl Thread {
                     len: 0,
                     padded: false,
                     kicked: 0,
+                    hashing: true,
                 });
                 Ok(())
             }
@@ -623,8 +664,10 @@ impl Thread {
                     // The file failed earlier: the error is already reported.
                     None => Ok(false),
                 };
-                if matches!(written, Ok(true)) {
+                let hashing = matches!(written, Ok(true)) && self.keep_hashing();
+                if hashing {
                     // The hasher gives it back once it has hashed it.
+                    self.shared.hash_backlog.fetch_add(1, Ordering::SeqCst);
                     if let Err(mpsc::SendError(Hash::Data(chunk))) =
                         self.hash.send(Hash::Data(chunk))
                     {
@@ -735,6 +778,9 @@ impl Open {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Held by a test to stall the hasher thread.
+    pub(super) static HASH_GATE: Mutex<()> = Mutex::new(());
 
     fn key(seq: u64) -> CaptureKey {
         CaptureKey::new(
@@ -866,6 +912,69 @@ mod tests {
             resident > pages / 2,
             "control: only {resident} of {pages} pages cached"
         );
+    }
+
+    #[test]
+    fn a_stalled_hasher_never_blocks_the_capture_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let w = Writer::start(tx, false).expect("writer");
+        let gate = HASH_GATE.lock().expect("gate");
+        let (done_tx, done_rx) = mpsc::channel();
+        let data = pattern(4 * CHUNKS * CHUNK + 777);
+        let sizes = [data.len(), 3 * CHUNK + 5];
+        let writing = std::thread::spawn({
+            let dir = dir.path().to_path_buf();
+            move || {
+                for (seq, &size) in sizes.iter().enumerate() {
+                    let k = key(seq as u64);
+                    let name = k.file_name();
+                    let mut sink = w
+                        .open(
+                            dir.join(format!("{name}.partial")),
+                            dir.join(format!("{name}.json")),
+                            k.clone(),
+                        )
+                        .expect("open");
+                    // Many more chunks than the pool holds, while the hasher is stalled.
+                    sink.write_all(&pattern(size)).expect("write");
+                    let info = CloseInfo {
+                        key: k,
+                        meta: FileMeta::default(),
+                        bytes: size as u64,
+                        rotated: Instant::now(),
+                    };
+                    w.close(sink, info).expect("close");
+                    let _ = done_tx.send(seq);
+                }
+                w.finish().expect("no write error");
+            }
+        });
+        let first = done_rx.recv_timeout(std::time::Duration::from_secs(20));
+        assert_eq!(
+            first.ok(),
+            Some(0),
+            "the capture side was blocked by the hasher"
+        );
+        drop(gate);
+        writing.join().expect("writer thread");
+        let mut closed = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            closed.push(f);
+        }
+        assert_eq!(closed.len(), 2);
+        let stalled = &closed[0];
+        assert_eq!(
+            std::fs::read(&stalled.path).expect("file"),
+            data,
+            "complete"
+        );
+        assert_eq!(stalled.sums, None, "no sums: the uploader hashes it itself");
+        // The next file is hashed again.
+        let next = std::fs::read(&closed[1].path).expect("file");
+        let mut sums = SumsBuilder::default();
+        sums.update(&next);
+        assert_eq!(closed[1].sums, Some(sums.finish()));
     }
 
     #[test]
