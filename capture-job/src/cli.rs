@@ -73,9 +73,10 @@ pub struct CaptureArgs {
     pub spool_max_bytes: String,
     /// `false` (default): write spool files through the page cache with write-behind (about
     /// 32 MiB of each file cached), which rides out disk stalls as tcpdump does. `true`: write
-    /// them, and read them back for upload, with O_DIRECT: the least CPU, and other processes'
-    /// page cache cannot slow it down, but every disk stall longer than the ring reaches the
-    /// capture. A file system without O_DIRECT gets the page cache either way.
+    /// them with O_DIRECT (uploads then read in the idle I/O class): the least CPU, and other
+    /// processes' page cache cannot slow it down, but every disk stall longer than the ring
+    /// reaches the capture. A file system without O_DIRECT gets the page cache either way.
+    /// Uploads read closed files with O_DIRECT either way.
     #[arg(long, env = "NIGHTCAP_SPOOL_DIRECT_IO", default_value_t = false, action = clap::ArgAction::Set)]
     pub spool_direct_io: bool,
     /// Namespace component of the object keys.
@@ -129,7 +130,6 @@ pub(crate) fn upload_options(args: &CaptureArgs) -> Result<UploadOptions> {
         part_size: usize::try_from(part_size)
             .map_err(|_| Error::Invalid("--upload-part-size is too large".into()))?,
         max_concurrent_parts: args.upload_parallel_parts.max(1),
-        direct_io: args.spool_direct_io,
         ..UploadOptions::default()
     })
 }
@@ -345,7 +345,7 @@ pub fn run(args: CaptureArgs) -> Result<()> {
         return crate::kube_mode::run(args);
     }
     let plan = plan(&args)?;
-    let runtime = crate::runtime()?;
+    let runtime = crate::runtime(args.spool_direct_io)?;
     let summary = runtime.block_on(capture(plan, &args.output))?;
     println!(
         "{}",
@@ -362,6 +362,12 @@ pub fn run(args: CaptureArgs) -> Result<()> {
 }
 
 async fn capture(plan: Plan, output: &str) -> Result<Summary> {
+    // Before anything is captured: a SIGTERM from the first moment on closes and uploads the
+    // open file (installed after the first target, a signal in between killed the process).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::Invalid(format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Error::Invalid(format!("cannot handle SIGINT: {e}")))?;
     let opened = plan.store.open()?;
     if opened.backend == "local" {
         probe(&opened.store, output).await?;
@@ -385,10 +391,6 @@ async fn capture(plan: Plan, output: &str) -> Result<Summary> {
             return Err(e);
         }
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::Invalid(format!("cannot handle SIGTERM: {e}")))?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| Error::Invalid(format!("cannot handle SIGINT: {e}")))?;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: closing and uploading the open file."),
         _ = int.recv() => info!("SIGINT: closing and uploading the open file."),
@@ -430,7 +432,10 @@ mod tests {
         assert_eq!(up.max_concurrent_parts, 1);
         assert_eq!(up.part_size, 5 << 20);
         assert_eq!(up.multipart_threshold, 8 << 20);
-        assert!(!up.direct_io, "uploads read through the page cache too");
+        assert!(
+            up.direct_io,
+            "uploads read with O_DIRECT: the file is out of the cache by then"
+        );
         let direct = parse(&["--spool-direct-io=true"]);
         assert!(direct.spool_direct_io);
         assert!(upload_options(&direct).expect("valid").direct_io);

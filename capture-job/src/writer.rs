@@ -919,14 +919,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let w = Writer::start(tx, false).expect("writer");
+        let shared = w.shared.clone();
         let gate = HASH_GATE.lock().expect("gate");
         let (done_tx, done_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
         let data = pattern(4 * CHUNKS * CHUNK + 777);
         let sizes = [data.len(), 3 * CHUNK + 5];
         let writing = std::thread::spawn({
             let dir = dir.path().to_path_buf();
             move || {
                 for (seq, &size) in sizes.iter().enumerate() {
+                    if seq > 0 {
+                        // The next file starts once the hasher runs again.
+                        let _ = go_rx.recv();
+                    }
                     let k = key(seq as u64);
                     let name = k.file_name();
                     let mut sink = w
@@ -957,6 +963,12 @@ mod tests {
             "the capture side was blocked by the hasher"
         );
         drop(gate);
+        // The hasher skips what is left of the first file before the second starts.
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while shared.hash_backlog.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let _ = go_tx.send(());
         writing.join().expect("writer thread");
         let mut closed = Vec::new();
         while let Ok(f) = rx.try_recv() {

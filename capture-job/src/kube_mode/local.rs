@@ -39,7 +39,7 @@ pub(super) fn run(args: CaptureArgs) -> Result<()> {
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, "reading", e))?;
     let pc: PacketCapture = serde_json::from_slice(&text)
         .map_err(|e| invalid(format!("{}: not a PacketCapture: {e}", path.display())))?;
-    let runtime = crate::runtime()?;
+    let runtime = crate::runtime(args.spool_direct_io)?;
     runtime.block_on(follow(&args, pc, &node))
 }
 
@@ -71,13 +71,14 @@ async fn follow(args: &CaptureArgs, pc: PacketCapture, node: &str) -> Result<()>
         node: node.into(),
     };
     let opts = options(args, &spec, identity, window)?;
+    // Before anything is captured, so a SIGTERM from the first moment on closes and uploads.
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let (capture, lister) = start(args, opts)?;
     let report_file = args.kube.report_file.clone().unwrap_or_default();
     let targets_file = args.kube.targets_file.clone().unwrap_or_default();
     let mut reporter = report::Reporter::new(report::Sink::File(report_file), &pc, node, lister);
     let mut targets = pods::Targets::new(capture.clone(), &namespace, &spec);
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(TICK);
     let mut unreadable = false;
     // Orphaned (nightcap local was killed): nobody updates the targets or stops this process

@@ -117,7 +117,7 @@ pub(crate) fn run(args: CaptureArgs) -> Result<()> {
              --pod-ip, --interface and --filter",
         ));
     }
-    let runtime = crate::runtime()?;
+    let runtime = crate::runtime(args.spool_direct_io)?;
     runtime.block_on(follow(&args, namespace, name, &node))
 }
 
@@ -254,6 +254,9 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
         node: node.into(),
     };
     let opts = options(args, &spec, identity, window)?;
+    // Before anything is captured, so a SIGTERM from the first moment on closes and uploads.
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let (capture, lister) = start(args, opts)?;
     let idle_after = args
         .kube
@@ -283,8 +286,6 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
     .reflect(writer)
     .touched_objects()
     .boxed();
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(TICK);
     info!(capture = %format!("{namespace}/{name}"), %node, "Following the capture's pods on this node.");
     loop {
