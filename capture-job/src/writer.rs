@@ -794,41 +794,40 @@ mod tests {
         .expect("valid key")
     }
 
-    /// Writes `sizes.len()` files of the given sizes (a recognisable byte pattern, in odd-sized
-    /// pieces) and returns what reached the uploader.
+    /// Writes file `seq` in `dir`: `size` bytes of a recognisable pattern, in odd-sized pieces.
+    fn write_one(w: &Writer, dir: &std::path::Path, seq: usize, size: usize) {
+        let k = key(seq as u64);
+        let name = k.file_name();
+        let mut sink = w
+            .open(
+                dir.join(format!("{name}.partial")),
+                dir.join(format!("{name}.json")),
+                k.clone(),
+            )
+            .expect("open");
+        for piece in pattern(size).chunks(1499) {
+            sink.write_all(piece).expect("write");
+        }
+        let meta = FileMeta {
+            packets: Some(seq as u64),
+            ..FileMeta::default()
+        };
+        let info = CloseInfo {
+            key: k,
+            meta,
+            bytes: size as u64,
+            rotated: Instant::now(),
+        };
+        w.close(sink, info).expect("close");
+    }
+
+    /// Writes `sizes.len()` files of the given sizes ([`write_one`]) and returns what reached
+    /// the uploader.
     fn write_files(dir: &std::path::Path, direct: bool, sizes: &[usize]) -> Vec<ClosedFile> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let w = Writer::start(tx, direct).expect("writer");
         for (seq, &size) in sizes.iter().enumerate() {
-            let k = key(seq as u64);
-            let name = k.file_name();
-            let mut sink = w
-                .open(
-                    dir.join(format!("{name}.partial")),
-                    dir.join(format!("{name}.json")),
-                    k.clone(),
-                )
-                .expect("open");
-            let data = pattern(size);
-            for piece in data.chunks(1499) {
-                sink.write_all(piece).expect("write");
-            }
-            let meta = FileMeta {
-                pods: Vec::new(),
-                start: None,
-                end: None,
-                packets: Some(seq as u64),
-            };
-            w.close(
-                sink,
-                CloseInfo {
-                    key: k,
-                    meta,
-                    bytes: size as u64,
-                    rotated: Instant::now(),
-                },
-            )
-            .expect("close");
+            write_one(&w, dir, seq, size);
         }
         w.finish().expect("no write error");
         let mut out = Vec::new();
@@ -933,24 +932,8 @@ mod tests {
                         // The next file starts once the hasher runs again.
                         let _ = go_rx.recv();
                     }
-                    let k = key(seq as u64);
-                    let name = k.file_name();
-                    let mut sink = w
-                        .open(
-                            dir.join(format!("{name}.partial")),
-                            dir.join(format!("{name}.json")),
-                            k.clone(),
-                        )
-                        .expect("open");
-                    // Many more chunks than the pool holds, while the hasher is stalled.
-                    sink.write_all(&pattern(size)).expect("write");
-                    let info = CloseInfo {
-                        key: k,
-                        meta: FileMeta::default(),
-                        bytes: size as u64,
-                        rotated: Instant::now(),
-                    };
-                    w.close(sink, info).expect("close");
+                    // The first: many more chunks than the pool holds, the hasher stalled.
+                    write_one(&w, &dir, seq, size);
                     let _ = done_tx.send(seq);
                 }
                 w.finish().expect("no write error");
