@@ -73,6 +73,16 @@ pub enum Error {
         key: String,
     },
 
+    /// An upload made while the file was written ([`crate::upload::LiveUpload`]) did not
+    /// complete; the caller uploads the closed file instead.
+    #[error("uploading {key} while it was written stopped: {reason}")]
+    LiveStopped {
+        /// The destination key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+
     /// An upload failed (after the retries, for retryable errors).
     #[error("upload to {key} failed after {attempts} attempt(s): {source}")]
     UploadFailed {

@@ -28,4 +28,6 @@ pub use layout::{CaptureKey, KeyPrefix};
 pub use list::{CaptureFileInfo, Lister};
 pub use meta::FileMeta;
 pub use retention::{RetentionItem, SweepReport, sweep};
-pub use upload::{FileSums, SumsBuilder, UploadOptions, UploadedFile, Uploader};
+pub use upload::{
+    FileSums, LiveDone, LiveStop, LiveUpload, SumsBuilder, UploadOptions, UploadedFile, Uploader,
+};

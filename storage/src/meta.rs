@@ -37,9 +37,16 @@ pub struct FileMeta {
 impl FileMeta {
     /// Attributes to store with the object (content type plus `nightcap-*` metadata).
     pub fn to_attributes(&self, sha256: &str) -> Attributes {
+        let mut a = self.to_attributes_unhashed();
+        a.insert(meta(ATTR_SHA256), sha256.to_string().into());
+        a
+    }
+
+    /// Attributes without the SHA-256: for an object uploaded while it is still being written
+    /// (a multipart upload declares its attributes before the first byte is sent).
+    pub fn to_attributes_unhashed(&self) -> Attributes {
         let mut a = Attributes::new();
         a.insert(Attribute::ContentType, AttributeValue::from(CONTENT_TYPE));
-        a.insert(meta(ATTR_SHA256), sha256.to_string().into());
         if let Some(p) = self.packets {
             a.insert(meta(ATTR_PACKETS), p.to_string().into());
         }

@@ -41,7 +41,8 @@ use bytes::Bytes;
 use crc_fast::CrcAlgorithm;
 use futures::{StreamExt, stream::FuturesUnordered};
 use object_store::{
-    MultipartUpload, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, path::Path,
+    Attributes, MultipartUpload, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, path::Path,
 };
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -264,34 +265,14 @@ impl Uploader {
         let Some(sha256) = read.filter(|_| buf.len() as u64 == size) else {
             return Err(changed(local, path));
         };
-        let bytes = size;
         let payload = PutPayload::from(Bytes::from_owner(buf));
-        let with_attrs = self.attributes.load(Ordering::Relaxed);
-        let opts = |attrs: bool| PutOptions {
-            attributes: if attrs {
-                meta.to_attributes(&sha256)
-            } else {
-                Default::default()
-            },
-            ..Default::default()
-        };
-        let mut stored = with_attrs;
-        let res = match self
-            .store
-            .put_opts(path, payload.clone(), opts(with_attrs))
+        let (res, stored) = self
+            .put_with(path, payload, meta.to_attributes(&sha256))
             .await
-        {
-            Err(object_store::Error::NotImplemented { .. }) if with_attrs => {
-                self.attributes.store(false, Ordering::Relaxed);
-                stored = false;
-                self.store.put_opts(path, payload, opts(false)).await
-            }
-            other => other,
-        }
-        .map_err(Attempt::Store)?;
+            .map_err(Attempt::Store)?;
         Ok(UploadedFile {
             key: path.to_string(),
-            bytes,
+            bytes: size,
             sha256,
             e_tag: res.e_tag,
             multipart: false,
@@ -318,25 +299,10 @@ impl Uploader {
         if first.len != size {
             return Err(changed(local, path));
         }
-        let with_attrs = self.attributes.load(Ordering::Relaxed);
-        let opts = |attrs: bool| PutMultipartOptions {
-            attributes: if attrs {
-                meta.to_attributes(&first.sha256)
-            } else {
-                Default::default()
-            },
-            ..Default::default()
-        };
-        let mut stored = with_attrs;
-        let mut upload = match self.store.put_multipart_opts(path, opts(with_attrs)).await {
-            Err(object_store::Error::NotImplemented { .. }) if with_attrs => {
-                self.attributes.store(false, Ordering::Relaxed);
-                stored = false;
-                self.store.put_multipart_opts(path, opts(false)).await
-            }
-            other => other,
-        }
-        .map_err(Attempt::Store)?;
+        let (mut upload, stored) = self
+            .multipart_with(path, meta.to_attributes(&first.sha256))
+            .await
+            .map_err(Attempt::Store)?;
         match self.send_parts(local, path, &first, upload.as_mut()).await {
             Ok(()) => {}
             Err(e) => {
@@ -354,6 +320,56 @@ impl Uploader {
             attempts: 1,
             attributes_stored: stored,
         })
+    }
+
+    /// PUTs `payload` with `attrs`, or without them on a backend that has none (remembered).
+    /// Returns the result and whether the attributes were stored.
+    async fn put_with(
+        &self,
+        path: &Path,
+        payload: PutPayload,
+        attrs: Attributes,
+    ) -> object_store::Result<(PutResult, bool)> {
+        if self.attributes.load(Ordering::Relaxed) {
+            let opts = PutOptions {
+                attributes: attrs,
+                ..Default::default()
+            };
+            match self.store.put_opts(path, payload.clone(), opts).await {
+                Err(object_store::Error::NotImplemented { .. }) => {
+                    self.attributes.store(false, Ordering::Relaxed);
+                }
+                other => return other.map(|r| (r, true)),
+            }
+        }
+        let r = self
+            .store
+            .put_opts(path, payload, PutOptions::default())
+            .await;
+        r.map(|r| (r, false))
+    }
+
+    /// Starts a multipart upload declaring `attrs` (as [`Uploader::put_with`]).
+    async fn multipart_with(
+        &self,
+        path: &Path,
+        attrs: Attributes,
+    ) -> object_store::Result<(Box<dyn MultipartUpload>, bool)> {
+        if self.attributes.load(Ordering::Relaxed) {
+            let opts = PutMultipartOptions {
+                attributes: attrs,
+                ..Default::default()
+            };
+            match self.store.put_multipart_opts(path, opts).await {
+                Err(object_store::Error::NotImplemented { .. }) => {
+                    self.attributes.store(false, Ordering::Relaxed);
+                }
+                other => return other.map(|u| (u, true)),
+            }
+        }
+        let opts = PutMultipartOptions::default();
+        let r = self.store.put_multipart_opts(path, opts).await;
+        r.map(|u| (u, false))
     }
 
     /// Whether multipart uploads read with `O_DIRECT` (every part starts at an aligned offset).
@@ -711,6 +727,9 @@ pub fn is_transient(e: &object_store::Error) -> bool {
             | E::UnknownConfigurationKey { .. }
     )
 }
+
+mod live;
+pub use live::{LiveDone, LiveStop, LiveUpload};
 
 #[cfg(test)]
 mod tests;

@@ -470,3 +470,263 @@ fn part_buffers_return_to_the_pool_when_the_last_payload_reference_drops() {
         "at most `keep` are kept"
     );
 }
+
+/// Writes `bytes` into a live upload in uneven pieces, as the capture's writer does, at a pace
+/// an in-memory store keeps up with (a full part every few milliseconds).
+fn feed(live: &mut LiveUpload, bytes: &[u8]) {
+    for piece in bytes.chunks(9_999) {
+        live.write(piece).expect("the store keeps up");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Like [`feed`] without pausing: the store may fall behind.
+fn feed_fast(live: &mut LiveUpload, bytes: &[u8]) {
+    for piece in bytes.chunks(9_999) {
+        live.write(piece)
+            .expect("parts are waiting but not too many");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_uploads_store_exactly_the_bytes_written() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let up = Arc::new(Uploader::new(
+        store.clone(),
+        KeyPrefix::default(),
+        small_parts(),
+    ));
+    let rt = tokio::runtime::Handle::current();
+    let start = key(0).start;
+    // Empty, one part or less (a single PUT), exactly two parts, several parts.
+    for (seq, len, multipart) in [
+        (1, 0, false),
+        (2, 40 * 1024, false),
+        (3, 80 * 1024, true),
+        (4, 300_001, true),
+    ] {
+        let bytes = data(len);
+        let opened = FileMeta {
+            pods: vec!["team-a/web-0".into()],
+            start: Some(start),
+            ..FileMeta::default()
+        };
+        let mut live = up.live(&rt, &key(seq), opened.clone());
+        feed(&mut live, &bytes);
+        assert_eq!(live.written(), len as u64);
+        let path = key(seq).to_path(&KeyPrefix::default());
+        if multipart {
+            // Parts are sent while writing, but the object appears only when complete.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(matches!(
+                store.head(&path).await,
+                Err(object_store::Error::NotFound { .. })
+            ));
+        }
+        let closed = FileMeta {
+            packets: Some(9),
+            ..opened
+        };
+        let res = live
+            .finish(sums_of(&bytes), closed)
+            .wait()
+            .await
+            .expect("uploaded");
+        assert_eq!((res.bytes, res.multipart), (len as u64, multipart), "{len}");
+        assert_eq!(res.sha256, sha(&bytes));
+        let got = store.get(&path).await.expect("stored");
+        let (meta, declared) = FileMeta::from_attributes(&got.attributes);
+        assert_eq!(meta.pods, vec!["team-a/web-0".to_string()], "{len}");
+        if multipart {
+            // Declared before the end: no SHA-256 or packet count.
+            assert_eq!((declared, meta.packets), (None, None), "{len}");
+            assert!(!res.attributes_stored);
+        } else {
+            assert_eq!(declared.as_deref(), Some(res.sha256.as_str()), "{len}");
+            assert_eq!(meta.packets, Some(9));
+            assert!(res.attributes_stored);
+        }
+        assert_eq!(got.bytes().await.expect("bytes").as_ref(), &bytes[..]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_or_mismatched_live_upload_stores_nothing() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let up = Arc::new(Uploader::new(
+        store.clone(),
+        KeyPrefix::default(),
+        small_parts(),
+    ));
+    let rt = tokio::runtime::Handle::current();
+    let bytes = data(200_000);
+    let mut live = up.live(&rt, &key(1), FileMeta::default());
+    feed(&mut live, &bytes);
+    drop(live);
+    // Sums of other bytes than those written: refused.
+    let mut live = up.live(&rt, &key(2), FileMeta::default());
+    feed(&mut live, &bytes);
+    let err = live
+        .finish(sums_of(&bytes[1..]), FileMeta::default())
+        .wait()
+        .await
+        .expect_err("the sums cover other bytes");
+    assert!(matches!(err, Error::LiveStopped { .. }), "{err}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for seq in [1, 2] {
+        let get = store.get(&key(seq).to_path(&KeyPrefix::default())).await;
+        assert!(
+            matches!(get, Err(object_store::Error::NotFound { .. })),
+            "{seq}: nothing stored"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_live_upload_reports_the_store_error() {
+    let store = Arc::new(FailingWrites {
+        inner: InMemory::new(),
+        failures: AtomicU32::new(1),
+        permanent: true,
+        on_multipart: None,
+    });
+    let up = Arc::new(Uploader::new(store, KeyPrefix::default(), small_parts()));
+    let rt = tokio::runtime::Handle::current();
+    let bytes = data(200_000);
+    let mut live = up.live(&rt, &key(1), FileMeta::default());
+    // The refusal arrives while writing (the writer then stops) or at the end.
+    let mut stopped = None;
+    for piece in bytes.chunks(9_999) {
+        if let Err(e) = live.write(piece) {
+            stopped = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(
+        stopped,
+        Some(LiveStop::Failed),
+        "the failure reaches the writer"
+    );
+    let written = live.written() as usize;
+    let err = live
+        .finish(sums_of(&bytes[..written]), FileMeta::default())
+        .wait()
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, Error::UploadFailed { .. }), "{err}");
+}
+
+/// A store whose multipart parts wait until `open` is set.
+#[derive(Debug)]
+struct StalledParts {
+    inner: InMemory,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl fmt::Display for StalledParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StalledParts({})", self.inner)
+    }
+}
+
+#[derive(Debug)]
+struct StalledUpload {
+    inner: Box<dyn MultipartUpload>,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl MultipartUpload for StalledUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        let part = self.inner.put_part(data);
+        let mut open = self.open.clone();
+        Box::pin(async move {
+            let _ = open.wait_for(|o| *o).await;
+            part.await
+        })
+    }
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        self.inner.complete().await
+    }
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.inner.abort().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for StalledParts {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(StalledUpload {
+            inner,
+            open: self.open.subscribe(),
+        }))
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(&self, from: &Path, to: &Path, o: CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, o).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_store_makes_the_live_writer_give_up_instead_of_waiting() {
+    let (open, _) = tokio::sync::watch::channel(false);
+    let open = Arc::new(open);
+    let store = Arc::new(StalledParts {
+        inner: InMemory::new(),
+        open: open.clone(),
+    });
+    let opts = small_parts();
+    let (part, limit) = (opts.part_size, opts.max_concurrent_parts);
+    let up = Arc::new(Uploader::new(store, KeyPrefix::default(), opts));
+    let rt = tokio::runtime::Handle::current();
+    let mut live = up.live(&rt, &key(1), FileMeta::default());
+    // `limit` parts wait for the store, one more is being filled; the next byte is refused.
+    let bytes = data(part * (limit + 1));
+    feed_fast(&mut live, &bytes);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(live.write(b"x"), Err(LiveStop::Behind));
+    drop(live);
+
+    // Once the store answers again, the same uploader streams a file end to end.
+    open.send_replace(true);
+    let mut live = up.live(&rt, &key(2), FileMeta::default());
+    feed(&mut live, &bytes);
+    let res = live
+        .finish(sums_of(&bytes), FileMeta::default())
+        .wait()
+        .await
+        .expect("uploaded");
+    assert_eq!(res.bytes, bytes.len() as u64);
+}
