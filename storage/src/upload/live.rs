@@ -357,10 +357,10 @@ impl Task {
         upload: Option<(Box<dyn MultipartUpload>, bool)>,
         r: Result<Option<T>>,
     ) -> Result<Option<T>> {
-        if let Some((mut u, _)) = upload {
-            if let Err(e) = u.abort().await {
-                debug!(key = %self.path, error = %e, "Aborting a live upload failed.");
-            }
+        if let Some((mut u, _)) = upload
+            && let Err(e) = u.abort().await
+        {
+            debug!(key = %self.path, error = %e, "Aborting a live upload failed.");
         }
         r
     }
