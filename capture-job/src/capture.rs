@@ -69,6 +69,8 @@ pub struct Summary {
     /// Longest time in milliseconds from a file's rotation to its upload being confirmed
     /// (files of this run; None when none was uploaded).
     pub max_upload_latency_ms: Option<u64>,
+    /// Files uploaded while they were written (the rest were read back from the spool).
+    pub files_uploaded_live: u64,
     /// Why it stopped.
     pub stop: StopReason,
 }
@@ -107,7 +109,16 @@ impl Capture {
                 "Uploading files an earlier run left in the spool."
             );
         }
-        let used = Arc::new(AtomicU64::new(leftovers.iter().map(|f| f.bytes).sum()));
+        let counters = spool::SpoolCounters {
+            used: Arc::new(AtomicU64::new(leftovers.iter().map(|f| f.bytes).sum())),
+            ..Default::default()
+        };
+        let used = counters.used.clone();
+        let live = opts.upload.live.then(|| crate::writer::Live {
+            uploader: uploader.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            disk_backlog: counters.disk_backlog.clone(),
+        });
         let mut engine_cfg = opts.engine.clone();
         let block_timeout = Duration::from_millis(u64::from(opts.ring.block_timeout_ms));
         // Continue numbering after leftovers of the same capture so keys never collide.
@@ -120,7 +131,7 @@ impl Capture {
             uploader,
             store,
             prefix,
-            used.clone(),
+            counters,
             opts.upload.clone(),
         ));
         let (control, control_rx) = mpsc::channel();
@@ -143,6 +154,7 @@ impl Capture {
                     engine_waker,
                     closed_tx,
                     used,
+                    live,
                 );
                 let _ = done_tx.send(true);
                 r
@@ -282,6 +294,7 @@ impl Capture {
             max_upload_latency_ms: report
                 .max_upload_latency
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            files_uploaded_live: report.uploaded_live,
             stop: stats.stop,
         })
     }

@@ -79,6 +79,15 @@ pub struct CaptureArgs {
     /// Uploads read closed files with O_DIRECT either way.
     #[arg(long, env = "NIGHTCAP_SPOOL_DIRECT_IO", default_value_t = false, action = clap::ArgAction::Set)]
     pub spool_direct_io: bool,
+    /// `true` (default): upload each file while it is written — parts go to storage from
+    /// memory as they fill, so a closed file is in storage as soon as its last part is, and
+    /// nothing is read back from the spool. A file whose upload falls behind or fails, and every
+    /// file while others wait in the spool, is uploaded from the spool once closed. Objects
+    /// larger than one part then carry no `nightcap-sha256`/packets/end metadata (unknown when
+    /// the upload starts; the PacketCapture status has them). `false`: upload closed files from
+    /// the spool only.
+    #[arg(long, env = "NIGHTCAP_UPLOAD_WHILE_WRITING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub upload_while_writing: bool,
     /// Namespace component of the object keys.
     #[arg(long, env = "NIGHTCAP_NAMESPACE", default_value = "local")]
     pub namespace: String,
@@ -307,6 +316,7 @@ fn plan(args: &CaptureArgs) -> Result<Plan> {
                 max_files: args.max_files,
                 grace: duration("upload-grace", &args.upload_grace)?,
                 max_backoff: Duration::from_secs(5),
+                live: args.upload_while_writing,
             },
             comments,
         },

@@ -24,7 +24,7 @@ use crate::{
     Error, Result,
     pcapng::{InterfaceInfo, PcapngWriter},
     spool::ClosedFile,
-    writer::{CloseInfo, FileSink, Writer},
+    writer::{CloseInfo, FileSink, Live, Writer},
 };
 
 /// Longest poll when nothing else is due: control messages wake the thread through an eventfd,
@@ -355,9 +355,10 @@ pub(crate) fn run(
     waker: Arc<Waker>,
     closed: UnboundedSender<ClosedFile>,
     spool_used: Arc<AtomicU64>,
+    live: Option<Live>,
 ) -> Result<EngineStats> {
     let seq = cfg.first_seq;
-    let files = Writer::start(closed, cfg.direct_io)?;
+    let files = Writer::start(closed, cfg.direct_io, live)?;
     let mut sink = Sink {
         cfg,
         infos: Vec::new(),

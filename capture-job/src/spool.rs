@@ -11,13 +11,13 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
-use nightcap_storage::{CaptureKey, FileMeta, FileSums, KeyPrefix, Uploader};
+use nightcap_storage::{CaptureKey, FileMeta, FileSums, KeyPrefix, LiveDone, Uploader};
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::{Error, Result, pcapng};
 
 /// A closed file waiting for upload.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ClosedFile {
     /// Local path in the spool.
     pub path: PathBuf,
@@ -40,6 +40,8 @@ pub struct ClosedFile {
     pub rotated: Option<Instant>,
     /// Checksums computed while the file was written (None: a leftover, read twice to upload).
     pub sums: Option<FileSums>,
+    /// Its upload made while it was written, still completing (None: upload it from disk).
+    pub live: Option<LiveDone>,
 }
 
 /// The `{name}.json` next to a spooled file.
@@ -164,6 +166,7 @@ pub fn leftovers(dir: &Path) -> Result<Vec<ClosedFile>> {
             },
             rotated: None,
             sums: None,
+            live: None,
             bytes,
         });
     }
@@ -182,6 +185,17 @@ pub struct UploadReport {
     /// Longest time from a file's rotation (the capture thread finishing it) to its upload
     /// being confirmed, over this run's files; None when none was uploaded.
     pub max_upload_latency: Option<Duration>,
+    /// Files uploaded while they were written (the others were read back from the spool).
+    pub uploaded_live: u64,
+}
+
+/// Counters the uploader shares with the capture.
+#[derive(Debug, Clone, Default)]
+pub struct SpoolCounters {
+    /// Bytes in the spool (closed files waiting plus the open file).
+    pub used: Arc<AtomicU64>,
+    /// Closed files waiting for an upload from disk (see [`crate::writer::Live`]).
+    pub disk_backlog: Arc<AtomicUsize>,
 }
 
 /// Upload settings.
@@ -193,6 +207,9 @@ pub struct UploaderConfig {
     pub grace: Duration,
     /// Longest pause between attempts while storage is down.
     pub max_backoff: Duration,
+    /// Upload files while they are written (parts sent from memory as they fill); a file whose
+    /// live upload stops or fails is uploaded from the spool once closed.
+    pub live: bool,
 }
 
 /// Uploads every file it receives (and `initial` leftovers first), one at a time in order,
@@ -205,9 +222,12 @@ pub async fn run_uploader(
     uploader: Arc<Uploader>,
     store: Arc<dyn ObjectStore>,
     prefix: KeyPrefix,
-    used: Arc<AtomicU64>,
+    counters: SpoolCounters,
     cfg: UploaderConfig,
 ) -> UploadReport {
+    let SpoolCounters { used, disk_backlog } = counters;
+    let from_disk = |q: &VecDeque<ClosedFile>| q.iter().filter(|f| f.live.is_none()).count();
+    disk_backlog.store(initial.len(), Ordering::SeqCst);
     let mut queue: VecDeque<ClosedFile> = initial.into();
     let mut report = UploadReport::default();
     let mut ring: VecDeque<CaptureKey> = VecDeque::new();
@@ -218,7 +238,8 @@ pub async fn run_uploader(
         while let Ok(f) = rx.try_recv() {
             queue.push_back(f);
         }
-        let Some(file) = queue.front().cloned() else {
+        let Some(mut file) = queue.pop_front() else {
+            disk_backlog.store(0, Ordering::SeqCst);
             if closed {
                 break;
             }
@@ -231,13 +252,34 @@ pub async fn run_uploader(
         if closed && deadline.is_none() {
             deadline = Some(tokio::time::Instant::now() + cfg.grace);
         }
-        match uploader
-            .upload_file_with_sums(&file.path, &file.key, &file.meta, file.sums.as_ref())
-            .await
-        {
+        disk_backlog.store(
+            from_disk(&queue) + usize::from(file.live.is_none()),
+            Ordering::SeqCst,
+        );
+        let live = match file.live.take() {
+            Some(done) => match done.wait().await {
+                Ok(up) => Some(up),
+                Err(e) => {
+                    warn!(key = %file.key, error = %e, "Uploading while writing failed; uploading the closed file.");
+                    disk_backlog.fetch_add(1, Ordering::SeqCst);
+                    None
+                }
+            },
+            None => None,
+        };
+        let was_live = live.is_some();
+        let result = match live {
+            Some(up) => Ok(up),
+            None => {
+                uploader
+                    .upload_file_with_sums(&file.path, &file.key, &file.meta, file.sums.as_ref())
+                    .await
+            }
+        };
+        match result {
             Ok(up) => {
                 backoff = Duration::from_millis(250);
-                queue.pop_front();
+                report.uploaded_live += u64::from(was_live);
                 if let Err(e) = std::fs::remove_file(&file.path) {
                     warn!(file = %file.path.display(), error = %e, "Uploaded but could not delete the local copy.");
                 }
@@ -272,6 +314,7 @@ pub async fn run_uploader(
                 }
             }
             Err(e) => {
+                queue.push_front(file);
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     warn!(error = %e, left = queue.len(), "Storage still failing after the grace period; files stay in the spool.");
                     report.left = queue.into_iter().map(|f| f.path).collect();
@@ -288,7 +331,8 @@ pub async fn run_uploader(
                     // upload them as they are, with their own checksums, rather than never.
                     warn!(file = %front.path.display(), "The spool file differs from what was written; uploading it as it is now.");
                 }
-                warn!(key = %file.key, error = %e, retry_in_ms = backoff.as_millis() as u64, "Upload failed; the file stays in the spool and is retried.");
+                let key = queue.front().map(|f| f.key.to_string()).unwrap_or_default();
+                warn!(key = %key, error = %e, retry_in_ms = backoff.as_millis() as u64, "Upload failed; the file stays in the spool and is retried.");
                 // Wait, but keep accepting newly closed files meanwhile.
                 let sleep = tokio::time::sleep(backoff);
                 tokio::pin!(sleep);
@@ -305,6 +349,7 @@ pub async fn run_uploader(
             }
         }
     }
+    disk_backlog.store(0, Ordering::SeqCst);
     report
 }
 
@@ -346,6 +391,7 @@ mod tests {
             bytes: on_disk.len() as u64,
             rotated: Some(Instant::now()),
             sums: Some(sums.finish()),
+            live: None,
         })
         .expect("queued");
         drop(tx);
@@ -360,11 +406,15 @@ mod tests {
             uploader,
             store.clone(),
             prefix.clone(),
-            Arc::new(AtomicU64::new(on_disk.len() as u64)),
+            SpoolCounters {
+                used: Arc::new(AtomicU64::new(on_disk.len() as u64)),
+                ..SpoolCounters::default()
+            },
             UploaderConfig {
                 max_files: None,
                 grace: Duration::from_secs(10),
                 max_backoff: Duration::from_millis(500),
+                live: false,
             },
         )
         .await;

@@ -40,7 +40,9 @@ use std::{
     time::Instant,
 };
 
-use nightcap_storage::{CaptureKey, FileMeta, FileSums, SumsBuilder};
+use nightcap_storage::{
+    CaptureKey, FileMeta, FileSums, LiveDone, LiveUpload, SumsBuilder, Uploader,
+};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
@@ -146,6 +148,42 @@ enum Cmd {
     Close(CloseInfo),
 }
 
+/// Uploading files while they are written: the hasher copies each chunk it hashed into the
+/// upload's current part ([`LiveUpload`]), so a closed file is in storage once its last part
+/// is, without reading it back from disk.
+#[derive(Clone)]
+pub(crate) struct Live {
+    pub(crate) uploader: Arc<Uploader>,
+    /// The runtime the parts are sent from.
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// Closed files waiting for an upload from disk (kept by the spool's uploader). A new file
+    /// is uploaded live only when there are none: otherwise storage is behind or down, and a
+    /// live upload would compete with theirs only to be given up.
+    pub(crate) disk_backlog: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("disk_backlog", &self.disk_backlog)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    /// A live upload for a file just opened, unless files wait for an upload from disk.
+    fn start(&self, key: &CaptureKey) -> Option<LiveUpload> {
+        if self.disk_backlog.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let meta = FileMeta {
+            start: Some(key.start),
+            ..FileMeta::default()
+        };
+        Some(self.uploader.live(&self.runtime, key, meta))
+    }
+}
+
 /// State both ends share: the free chunks and the first error.
 struct Shared {
     free: Mutex<Pool>,
@@ -154,6 +192,9 @@ struct Shared {
     hash_backlog: AtomicUsize,
     /// Set when the writer gave up hashing the current file: queued chunks go straight back.
     hash_skip: AtomicBool,
+    /// Held by a test to stall this writer's hasher.
+    #[cfg(test)]
+    hash_gate: std::sync::Mutex<()>,
 }
 
 struct Pool {
@@ -171,8 +212,12 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread; closed files go to `closed`.
-    pub(crate) fn start(closed: UnboundedSender<ClosedFile>, direct: bool) -> Result<Self> {
+    /// Starts the writer thread; closed files go to `closed`, uploaded while written with `live`.
+    pub(crate) fn start(
+        closed: UnboundedSender<ClosedFile>,
+        direct: bool,
+        live: Option<Live>,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared {
             free: Mutex::new(Pool {
                 chunks: (0..CHUNKS).map(|_| Chunk::new()).collect(),
@@ -182,6 +227,8 @@ impl Writer {
             returned: Condvar::new(),
             hash_backlog: AtomicUsize::new(0),
             hash_skip: AtomicBool::new(false),
+            #[cfg(test)]
+            hash_gate: std::sync::Mutex::new(()),
         });
         // Every chunk plus an open and a close per file fit, so a send blocks only when the
         // thread is far behind (and then the pool has already run dry).
@@ -209,7 +256,7 @@ impl Writer {
                 let hasher_sync = sync_tx.clone();
                 let hasher = syncer.and_then(|syncer| {
                     spawn_nice0("nightcap-hasher", move || {
-                        hash_files(&hasher_shared, hash_rx, hasher_sync)
+                        hash_files(&hasher_shared, hash_rx, hasher_sync, live)
                     })
                     .map(|hasher| (syncer, hasher))
                 });
@@ -472,17 +519,19 @@ enum Sync {
     Close(Box<Closing>),
 }
 
-/// A file to close, with the checksums of its bytes (None when hashing fell behind).
+/// A file to close, with the checksums of its bytes (None when hashing fell behind) and its
+/// live upload, if it had one to the end.
 struct Closing {
     open: Open,
     info: CloseInfo,
     sums: Option<FileSums>,
+    live: Option<LiveDone>,
 }
 
 /// Work for the hasher thread, in file order.
 enum Hash {
     /// A new file starts (whatever was hashed for a failed one is dropped).
-    Open,
+    Open(CaptureKey),
     /// A written chunk: hash its bytes, then give it back to the pool.
     Data(Chunk),
     /// Stop hashing the current file (it will have no sums).
@@ -492,30 +541,54 @@ enum Hash {
 }
 
 /// The hasher thread: checksums of each file's bytes (so the uploader reads the file once),
-/// computed beside the writes rather than between them.
-fn hash_files(shared: &Shared, rx: mpsc::Receiver<Hash>, sync: mpsc::Sender<Sync>) {
+/// computed beside the writes rather than between them; with `live`, it also copies the bytes
+/// into the file's live upload.
+fn hash_files(
+    shared: &Shared,
+    rx: mpsc::Receiver<Hash>,
+    sync: mpsc::Sender<Sync>,
+    live: Option<Live>,
+) {
     let mut sums = None;
+    let mut upload: Option<LiveUpload> = None;
     while let Ok(cmd) = rx.recv() {
         match cmd {
-            Hash::Open => sums = Some(SumsBuilder::default()),
+            Hash::Open(key) => {
+                sums = Some(SumsBuilder::default());
+                upload = live.as_ref().and_then(|l| l.start(&key));
+            }
             Hash::Data(chunk) => {
                 if let Some(s) = sums.as_mut()
                     && !shared.hash_skip.load(Ordering::SeqCst)
                 {
                     #[cfg(test)]
-                    let _gate = tests::HASH_GATE.lock();
+                    let _gate = shared.hash_gate.lock();
                     s.update(chunk.used());
+                    if let Some(u) = upload.as_mut()
+                        && let Err(why) = u.write(chunk.used())
+                    {
+                        info!(reason = %why, "Stopped uploading a file while it is written; it is uploaded once closed.");
+                        upload = None;
+                    }
                 }
                 shared.hash_backlog.fetch_sub(1, Ordering::SeqCst);
                 give_back(shared, chunk);
             }
-            Hash::Abandon => sums = None,
+            Hash::Abandon => {
+                sums = None;
+                upload = None;
+            }
             Hash::Close { open, info } => {
                 let sums = sums.take().map(SumsBuilder::finish);
+                let live = upload
+                    .take()
+                    .zip(sums.clone())
+                    .map(|(u, s)| u.finish(s, info.meta.clone()));
                 let closing = Box::new(Closing {
                     open: *open,
                     info,
                     sums,
+                    live,
                 });
                 if sync.send(Sync::Close(closing)).is_err() {
                     lock(&shared.free)
@@ -577,7 +650,12 @@ impl Syncer {
                 self.current = Some((file, dropped));
             }
             Sync::Close(closing) => {
-                let Closing { open, info, sums } = *closing;
+                let Closing {
+                    open,
+                    info,
+                    sums,
+                    live,
+                } = *closing;
                 self.current = None;
                 let meta = info.meta;
                 match open.finish(&Sidecar::new(&info.key, &meta)) {
@@ -593,6 +671,7 @@ impl Syncer {
                             bytes: info.bytes,
                             rotated: Some(info.rotated),
                             sums,
+                            live,
                         });
                     }
                     Err(e) => {
@@ -642,7 +721,7 @@ impl Thread {
             } => {
                 // Unsent only when the hasher is gone, and then no file reaches the uploader.
                 self.shared.hash_skip.store(false, Ordering::SeqCst);
-                let _ = self.hash.send(Hash::Open);
+                let _ = self.hash.send(Hash::Open(key.clone()));
                 Sidecar::for_key(&key).write(&sidecar)?;
                 let (file, direct) = create(&partial, self.direct)
                     .map_err(|e| Error::io(&partial, "creating", e))?;
@@ -779,9 +858,6 @@ impl Open {
 mod tests {
     use super::*;
 
-    /// Held by a test to stall the hasher thread.
-    pub(super) static HASH_GATE: Mutex<()> = Mutex::new(());
-
     fn key(seq: u64) -> CaptureKey {
         CaptureKey::new(
             "team-a",
@@ -825,7 +901,7 @@ mod tests {
     /// the uploader.
     fn write_files(dir: &std::path::Path, direct: bool, sizes: &[usize]) -> Vec<ClosedFile> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let w = Writer::start(tx, direct).expect("writer");
+        let w = Writer::start(tx, direct, None).expect("writer");
         for (seq, &size) in sizes.iter().enumerate() {
             write_one(&w, dir, seq, size);
         }
@@ -917,9 +993,9 @@ mod tests {
     fn a_stalled_hasher_never_blocks_the_capture_thread() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let w = Writer::start(tx, false).expect("writer");
+        let w = Writer::start(tx, false, None).expect("writer");
         let shared = w.shared.clone();
-        let gate = HASH_GATE.lock().expect("gate");
+        let gate = shared.hash_gate.lock().expect("gate");
         let (done_tx, done_rx) = mpsc::channel();
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let data = pattern(4 * CHUNKS * CHUNK + 777);
@@ -976,7 +1052,7 @@ mod tests {
     fn a_failed_file_is_reported_and_never_blocks_the_capture_thread() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let w = Writer::start(tx, true).expect("writer");
+        let w = Writer::start(tx, true, None).expect("writer");
         let k = key(0);
         // The directory does not exist: creating the file fails on the writer thread.
         let missing = dir.path().join("gone");

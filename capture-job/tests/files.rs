@@ -6,12 +6,15 @@ mod common;
 
 use std::{
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use common::*;
 use nightcap_capture_job::{TargetMeta, TargetSpec, target};
-use nightcap_testsupport::{NetnsPod, require_root};
+use nightcap_storage::{FileMeta, UploadOptions};
+use nightcap_testsupport::{NetnsPod, S3Server, require_root};
+use object_store::{ObjectStore, ObjectStoreExt};
 
 fn pod_target(pod: &NetnsPod) -> TargetSpec {
     TargetSpec::Netns {
@@ -91,6 +94,75 @@ fn rotation_by_size_gives_full_valid_files() {
     }
     assert_eq!(total, 600);
     assert_eq!(files.len(), 600usize.div_ceil(64));
+}
+
+#[test]
+fn large_files_are_uploaded_to_s3_while_they_are_written() {
+    require_root();
+    let pod = NetnsPod::new();
+    let s3 = S3Server::start();
+    let rt = runtime();
+    let _g = rt.enter();
+    let dir = tempdir("live");
+    let store: Arc<dyn ObjectStore> = Arc::new(s3.object_store().expect("S3 store"));
+    for live in [true, false] {
+        let name = if live { "live" } else { "spooled" };
+        let mut opts = options(Some("udp dst port 6010"), &dir.path().join(name), name);
+        // 20 000 frames of 1400 bytes (EPB 1436 bytes, 28.7 MB): two files of 12 MiB (three
+        // 5 MiB parts each) and a third of 3.5 MB (one part).
+        opts.engine.rotate_bytes = 12 << 20;
+        opts.upload.live = live;
+        let upload = UploadOptions {
+            multipart_threshold: 8 << 20,
+            part_size: 5 << 20,
+            max_concurrent_parts: 2,
+            ..UploadOptions::default()
+        };
+        let cap = start_with(opts, store.clone(), upload);
+        cap.add_target(&pod_target(&pod), &TargetMeta::default())
+            .expect("attach");
+        // Paced well below what the store takes, so no live upload falls behind.
+        for _ in 0..80 {
+            pod.send_udp(to_host(&pod, 6010), 250, 1358).expect("send");
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        cap.stop();
+        let s = rt.block_on(cap.finish()).expect("finish");
+        assert_eq!((s.packets_written, s.files), (20_000, 3), "{name}: {s:?}");
+        assert_eq!(s.files_uploaded_live, if live { 3 } else { 0 }, "{s:?}");
+        assert!(s.spool_left.is_empty(), "{s:?}");
+        let mut packets = 0;
+        for key in &s.keys {
+            let path = object_store::path::Path::from(key.as_str());
+            let got = rt.block_on(store.get(&path)).expect("in storage");
+            let (meta, sha) = FileMeta::from_attributes(&got.attributes);
+            assert!(meta.start.is_some(), "{key}: start recorded");
+            let bytes = rt.block_on(got.bytes()).expect("bytes");
+            // A live multipart upload declares its attributes before the SHA-256 is known; a
+            // file that fits in one part goes up in one PUT with all of them.
+            let multipart_live = live && bytes.len() > 5 << 20;
+            let want_sha = (!multipart_live).then(|| hex_sha256(&bytes));
+            assert_eq!(sha, want_sha, "{key}");
+            let local = dir.path().join(format!("{name}-{}", packets));
+            std::fs::write(&local, &bytes).expect("copy");
+            let lines = tshark(&local, &["frame.len"]);
+            assert!(lines.iter().all(|l| l == "1400"), "{key}");
+            packets += lines.len();
+        }
+        assert_eq!(packets, 20_000, "{name}: every packet once, in valid files");
+        let spool = dir.path().join(name);
+        let left = std::fs::read_dir(&spool).map_or(0, |d| d.count());
+        assert_eq!(left, 0, "{name}: the spool is empty");
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]

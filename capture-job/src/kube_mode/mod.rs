@@ -220,6 +220,7 @@ fn options(
             grace: parse_duration(&args.upload_grace)
                 .map_err(|e| invalid(format!("--upload-grace: {e}")))?,
             max_backoff: Duration::from_secs(5),
+            live: args.upload_while_writing,
         },
         comments,
     })

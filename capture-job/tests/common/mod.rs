@@ -51,6 +51,7 @@ pub fn options(expr: Option<&str>, spool: &Path, name: &str) -> CaptureOptions {
             max_files: None,
             grace: Duration::from_secs(60),
             max_backoff: Duration::from_secs(2),
+            live: true,
         },
         comments: vec!["node: node-1".into()],
     }
@@ -64,6 +65,16 @@ pub fn local_store(dir: &Path) -> Arc<dyn ObjectStore> {
 
 /// Starts a capture writing to `store`.
 pub fn start(opts: CaptureOptions, store: Arc<dyn ObjectStore>) -> Capture {
+    start_with(opts, store, UploadOptions::default())
+}
+
+/// Starts a capture writing to `store` with these upload settings (fewer attempts, quicker
+/// retries).
+pub fn start_with(
+    opts: CaptureOptions,
+    store: Arc<dyn ObjectStore>,
+    upload: UploadOptions,
+) -> Capture {
     let prefix = KeyPrefix::new("").expect("prefix");
     let uploader = Arc::new(Uploader::new(
         store.clone(),
@@ -71,7 +82,7 @@ pub fn start(opts: CaptureOptions, store: Arc<dyn ObjectStore>) -> Capture {
         UploadOptions {
             max_attempts: 2,
             initial_backoff: Duration::from_millis(100),
-            ..UploadOptions::default()
+            ..upload
         },
     ));
     Capture::start(opts, uploader, store, prefix).expect("capture starts")
