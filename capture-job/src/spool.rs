@@ -194,7 +194,7 @@ pub struct UploadReport {
 pub struct SpoolCounters {
     /// Bytes in the spool (closed files waiting plus the open file).
     pub used: Arc<AtomicU64>,
-    /// Closed files waiting for an upload from disk (see [`crate::writer::Live`]).
+    /// Files that need an upload from disk and have not had it (see [`crate::writer::Live`]).
     pub disk_backlog: Arc<AtomicUsize>,
 }
 
@@ -226,8 +226,7 @@ pub async fn run_uploader(
     cfg: UploaderConfig,
 ) -> UploadReport {
     let SpoolCounters { used, disk_backlog } = counters;
-    let from_disk = |q: &VecDeque<ClosedFile>| q.iter().filter(|f| f.live.is_none()).count();
-    disk_backlog.store(initial.len(), Ordering::SeqCst);
+    disk_backlog.fetch_add(initial.len(), Ordering::SeqCst);
     let mut queue: VecDeque<ClosedFile> = initial.into();
     let mut report = UploadReport::default();
     let mut ring: VecDeque<CaptureKey> = VecDeque::new();
@@ -239,7 +238,6 @@ pub async fn run_uploader(
             queue.push_back(f);
         }
         let Some(mut file) = queue.pop_front() else {
-            disk_backlog.store(0, Ordering::SeqCst);
             if closed {
                 break;
             }
@@ -252,10 +250,6 @@ pub async fn run_uploader(
         if closed && deadline.is_none() {
             deadline = Some(tokio::time::Instant::now() + cfg.grace);
         }
-        disk_backlog.store(
-            from_disk(&queue) + usize::from(file.live.is_none()),
-            Ordering::SeqCst,
-        );
         let live = match file.live.take() {
             Some(done) => match done.wait().await {
                 Ok(up) => Some(up),
@@ -280,6 +274,11 @@ pub async fn run_uploader(
             Ok(up) => {
                 backoff = Duration::from_millis(250);
                 report.uploaded_live += u64::from(was_live);
+                if !was_live {
+                    // Counted when it started without (or lost) its live upload.
+                    let _ = disk_backlog
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                }
                 if let Err(e) = std::fs::remove_file(&file.path) {
                     warn!(file = %file.path.display(), error = %e, "Uploaded but could not delete the local copy.");
                 }
@@ -349,7 +348,6 @@ pub async fn run_uploader(
             }
         }
     }
-    disk_backlog.store(0, Ordering::SeqCst);
     report
 }
 

@@ -156,9 +156,12 @@ pub(crate) struct Live {
     pub(crate) uploader: Arc<Uploader>,
     /// The runtime the parts are sent from.
     pub(crate) runtime: tokio::runtime::Handle,
-    /// Closed files waiting for an upload from disk (kept by the spool's uploader). A new file
-    /// is uploaded live only when there are none: otherwise storage is behind or down, and a
-    /// live upload would compete with theirs only to be given up.
+    /// Files that need an upload from disk and have not had it: counted up here when a file
+    /// starts without a live upload or its live upload stops, by the spool's uploader for
+    /// leftovers and failed live uploads, and down by the uploader once such a file is in
+    /// storage. A new file is uploaded live only when there are none: otherwise storage is
+    /// behind or down, and a live upload would compete with those (and their memory) only to
+    /// be given up too.
     pub(crate) disk_backlog: Arc<AtomicUsize>,
 }
 
@@ -171,9 +174,11 @@ impl std::fmt::Debug for Live {
 }
 
 impl Live {
-    /// A live upload for a file just opened, unless files wait for an upload from disk.
+    /// A live upload for a file just opened, unless files wait for an upload from disk (then
+    /// this one will too, and is counted).
     fn start(&self, key: &CaptureKey) -> Option<LiveUpload> {
         if self.disk_backlog.load(Ordering::SeqCst) > 0 {
+            self.count_for_disk();
             return None;
         }
         let meta = FileMeta {
@@ -181,6 +186,11 @@ impl Live {
             ..FileMeta::default()
         };
         Some(self.uploader.live(&self.runtime, key, meta))
+    }
+
+    /// Counts the open file as one to upload from disk once closed.
+    fn count_for_disk(&self) {
+        self.disk_backlog.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -569,6 +579,7 @@ fn hash_files(
                     {
                         info!(reason = %why, "Stopped uploading a file while it is written; it is uploaded once closed.");
                         upload = None;
+                        live.iter().for_each(Live::count_for_disk);
                     }
                 }
                 shared.hash_backlog.fetch_sub(1, Ordering::SeqCst);
@@ -576,7 +587,9 @@ fn hash_files(
             }
             Hash::Abandon => {
                 sums = None;
-                upload = None;
+                if upload.take().is_some() {
+                    live.iter().for_each(Live::count_for_disk);
+                }
             }
             Hash::Close { open, info } => {
                 let sums = sums.take().map(SumsBuilder::finish);
@@ -872,6 +885,17 @@ mod tests {
 
     /// Writes file `seq` in `dir`: `size` bytes of a recognisable pattern, in odd-sized pieces.
     fn write_one(w: &Writer, dir: &std::path::Path, seq: usize, size: usize) {
+        write_paced(w, dir, seq, size, std::time::Duration::ZERO);
+    }
+
+    /// Like [`write_one`], pausing `pause` after each chunk's worth of bytes.
+    fn write_paced(
+        w: &Writer,
+        dir: &std::path::Path,
+        seq: usize,
+        size: usize,
+        pause: std::time::Duration,
+    ) {
         let k = key(seq as u64);
         let name = k.file_name();
         let mut sink = w
@@ -881,8 +905,11 @@ mod tests {
                 k.clone(),
             )
             .expect("open");
-        for piece in pattern(size).chunks(1499) {
-            sink.write_all(piece).expect("write");
+        for chunk in pattern(size).chunks(CHUNK) {
+            for piece in chunk.chunks(1499) {
+                sink.write_all(piece).expect("write");
+            }
+            std::thread::sleep(pause);
         }
         let meta = FileMeta {
             packets: Some(seq as u64),
@@ -911,6 +938,69 @@ mod tests {
             out.push(f);
         }
         out
+    }
+
+    #[test]
+    fn files_go_live_only_while_none_waits_for_an_upload_from_disk() {
+        use object_store::{ObjectStore, ObjectStoreExt, memory::InMemory};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let prefix = nightcap_storage::KeyPrefix::default();
+        let uploader = Arc::new(Uploader::new(
+            store.clone(),
+            prefix.clone(),
+            nightcap_storage::UploadOptions {
+                part_size: 5 << 20,
+                // Every part of the first file may wait: the writer is faster than the store
+                // here, and giving up is tested in the storage crate.
+                max_concurrent_parts: 4,
+                ..Default::default()
+            },
+        ));
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let live = Live {
+            uploader,
+            runtime: rt.handle().clone(),
+            disk_backlog: backlog.clone(),
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let w = Writer::start(tx, false, Some(live)).expect("writer");
+        // Three parts and a bit, at a pace the hasher keeps up with.
+        let size = 3 * (5 << 20) + 12_345;
+        write_paced(
+            &w,
+            dir.path(),
+            0,
+            size,
+            std::time::Duration::from_millis(20),
+        );
+        let first = rx.blocking_recv().expect("first file closed");
+        // A file now waits for an upload from disk: the next one is not uploaded live either,
+        // and is counted as one more.
+        backlog.store(1, Ordering::SeqCst);
+        write_one(&w, dir.path(), 1, 1000);
+        w.finish().expect("no write error");
+        let second = rx.blocking_recv().expect("second file closed");
+        assert!(
+            second.live.is_none(),
+            "not live while the spool has a backlog"
+        );
+        assert_eq!(backlog.load(Ordering::SeqCst), 2);
+        let done = first
+            .live
+            .expect("the first file was uploaded while written");
+        let up = rt.block_on(done.wait()).expect("uploaded");
+        assert!(up.multipart);
+        assert_eq!(Some(up.sha256), first.sums.map(|s| s.sha256));
+        let got = rt
+            .block_on(async { store.get(&first.key.to_path(&prefix)).await?.bytes().await })
+            .expect("in storage");
+        assert!(got.as_ref() == pattern(size), "the bytes written, in order");
     }
 
     fn pattern(n: usize) -> Vec<u8> {

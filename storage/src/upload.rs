@@ -66,6 +66,9 @@ const READ_PIECE: usize = 512 << 10;
 /// size in use).
 const ALIGN: usize = 4096;
 
+/// Most parts in one multipart upload (S3's limit; a bigger file gets bigger parts).
+const MAX_PARTS: u64 = 10_000;
+
 /// How uploads behave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadOptions {
@@ -377,6 +380,14 @@ impl Uploader {
         self.options.direct_io && self.options.part_size.max(1).is_multiple_of(ALIGN)
     }
 
+    /// Part size for a file of `size` bytes: the configured one, or bigger (in whole MiB) when
+    /// that would take more than [`MAX_PARTS`] parts.
+    fn part_size_for(&self, size: u64) -> usize {
+        let least = usize::try_from(size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20))
+            .unwrap_or(usize::MAX);
+        self.options.part_size.max(1).max(least)
+    }
+
     /// Reads `local` again part by part and sends each part, at most `max_concurrent_parts`
     /// at once; the bytes read must be those `first` saw (length and CRC-64).
     async fn send_parts(
@@ -386,7 +397,7 @@ impl Uploader {
         first: &FileSums,
         upload: &mut dyn MultipartUpload,
     ) -> Result<(), Attempt> {
-        let part_size = self.options.part_size.max(1);
+        let part_size = self.part_size_for(first.len);
         let parallel = self.options.max_concurrent_parts.max(1);
         let mut file = blocking(local, self.direct_multipart(), Ok).await?;
         let mut crc = crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme);

@@ -42,6 +42,8 @@ pub enum LiveStop {
     Behind,
     /// The upload failed (the store refused a request, or the runtime is gone).
     Failed,
+    /// The file outgrew the most parts a multipart upload may have (10 000).
+    TooLarge,
 }
 
 impl std::fmt::Display for LiveStop {
@@ -49,6 +51,7 @@ impl std::fmt::Display for LiveStop {
         f.write_str(match self {
             Self::Behind => "storage is slower than the capture",
             Self::Failed => "the upload failed",
+            Self::TooLarge => "the file is larger than 10 000 parts",
         })
     }
 }
@@ -79,6 +82,8 @@ pub struct LiveUpload {
     failed: Arc<AtomicBool>,
     /// Bytes written so far.
     written: u64,
+    /// Full parts sent.
+    parts: u64,
     done: oneshot::Receiver<Result<UploadedFile>>,
 }
 
@@ -156,6 +161,7 @@ impl Uploader {
             limit,
             failed,
             written: 0,
+            parts: 0,
             done,
         }
     }
@@ -175,6 +181,11 @@ impl LiveUpload {
                 if self.waiting.load(Ordering::SeqCst) >= self.limit {
                     return Err(LiveStop::Behind);
                 }
+                // The last part is still to come.
+                if self.parts + 1 >= super::MAX_PARTS {
+                    return Err(LiveStop::TooLarge);
+                }
+                self.parts += 1;
                 let mut full = std::mem::replace(&mut self.part, self.pool.take(self.part_size));
                 full.set_len(self.part_size);
                 self.waiting.fetch_add(1, Ordering::SeqCst);

@@ -730,3 +730,42 @@ async fn a_stalled_store_makes_the_live_writer_give_up_instead_of_waiting() {
         .expect("uploaded");
     assert_eq!(res.bytes, bytes.len() as u64);
 }
+
+#[test]
+fn files_beyond_ten_thousand_parts_get_bigger_parts() {
+    let up = Uploader::new(
+        Arc::new(InMemory::new()),
+        KeyPrefix::default(),
+        UploadOptions {
+            part_size: 5 << 20,
+            ..UploadOptions::default()
+        },
+    );
+    assert_eq!(up.part_size_for(1 << 30), 5 << 20);
+    assert_eq!(up.part_size_for(10_000 * (5 << 20)), 5 << 20);
+    // 100 GiB in 10 000 parts: 10.7 MB each, rounded up to 11 MiB.
+    assert_eq!(up.part_size_for(100 << 30), 11 << 20);
+    assert!((100u64 << 30).div_ceil(11 << 20) <= MAX_PARTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_upload_stops_before_ten_thousand_parts() {
+    let up = Arc::new(Uploader::new(
+        Arc::new(InMemory::new()),
+        KeyPrefix::default(),
+        UploadOptions {
+            part_size: 1,
+            max_concurrent_parts: 1 << 20,
+            ..UploadOptions::default()
+        },
+    ));
+    let mut live = up.live(
+        &tokio::runtime::Handle::current(),
+        &key(1),
+        FileMeta::default(),
+    );
+    // 9 999 full parts go; the byte that would need a 10 000th full part (before the last) not.
+    live.write(&data(10_000))
+        .expect("9 999 parts and one filling");
+    assert_eq!(live.write(b"x"), Err(LiveStop::TooLarge));
+}
