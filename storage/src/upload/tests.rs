@@ -268,6 +268,8 @@ struct FailingWrites {
     failures: AtomicU32,
     permanent: bool,
     on_multipart: Option<Box<dyn Fn() + Send + Sync>>,
+    /// When set, multipart parts wait until it reads true.
+    stall_parts: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl fmt::Debug for FailingWrites {
@@ -327,7 +329,14 @@ impl ObjectStore for FailingWrites {
         if let Some(hook) = &self.on_multipart {
             hook();
         }
-        self.inner.put_multipart_opts(location, opts).await
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(match &self.stall_parts {
+            Some(open) => Box::new(StalledUpload {
+                inner,
+                open: open.clone(),
+            }),
+            None => inner,
+        })
     }
     async fn get_opts(
         &self,
@@ -362,6 +371,7 @@ async fn transient_failures_are_retried_up_to_the_bound() {
             failures: AtomicU32::new(failures),
             permanent: false,
             on_multipart: None,
+            stall_parts: None,
         });
         let up = Uploader::new(store.clone(), KeyPrefix::default(), small_parts());
         let bytes = data(len);
@@ -394,6 +404,7 @@ async fn permanent_failures_are_not_retried() {
         failures: AtomicU32::new(1),
         permanent: true,
         on_multipart: None,
+        stall_parts: None,
     });
     let up = Uploader::new(store, KeyPrefix::default(), small_parts());
     let local = write_tmp(&dir, "p", b"abc");
@@ -432,6 +443,7 @@ async fn a_file_changed_between_the_two_reads_is_refused_and_aborted() {
             failures: AtomicU32::new(0),
             permanent: false,
             on_multipart: Some(Box::new(move || change(&target))),
+            stall_parts: None,
         });
         let up = Uploader::new(store.clone(), KeyPrefix::default(), small_parts());
         let err = up
@@ -488,15 +500,16 @@ fn feed_fast(live: &mut LiveUpload, bytes: &[u8]) {
     }
 }
 
+/// An in-memory store, an uploader with small parts and the current runtime.
+fn live_setup() -> (Arc<dyn ObjectStore>, Arc<Uploader>, tokio::runtime::Handle) {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let up = Uploader::new(store.clone(), KeyPrefix::default(), small_parts());
+    (store, Arc::new(up), tokio::runtime::Handle::current())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_uploads_store_exactly_the_bytes_written() {
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let up = Arc::new(Uploader::new(
-        store.clone(),
-        KeyPrefix::default(),
-        small_parts(),
-    ));
-    let rt = tokio::runtime::Handle::current();
+    let (store, up, rt) = live_setup();
     let start = key(0).start;
     // Empty, one part or less (a single PUT), exactly two parts, several parts.
     for (seq, len, multipart) in [
@@ -552,13 +565,7 @@ async fn live_uploads_store_exactly_the_bytes_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_or_mismatched_live_upload_stores_nothing() {
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let up = Arc::new(Uploader::new(
-        store.clone(),
-        KeyPrefix::default(),
-        small_parts(),
-    ));
-    let rt = tokio::runtime::Handle::current();
+    let (store, up, rt) = live_setup();
     let bytes = data(200_000);
     let mut live = up.live(&rt, &key(1), FileMeta::default());
     feed(&mut live, &bytes);
@@ -589,6 +596,7 @@ async fn a_refused_live_upload_reports_the_store_error() {
         failures: AtomicU32::new(1),
         permanent: true,
         on_multipart: None,
+        stall_parts: None,
     });
     let up = Arc::new(Uploader::new(store, KeyPrefix::default(), small_parts()));
     let rt = tokio::runtime::Handle::current();
@@ -617,19 +625,7 @@ async fn a_refused_live_upload_reports_the_store_error() {
     assert!(matches!(err, Error::UploadFailed { .. }), "{err}");
 }
 
-/// A store whose multipart parts wait until `open` is set.
-#[derive(Debug)]
-struct StalledParts {
-    inner: InMemory,
-    open: Arc<tokio::sync::watch::Sender<bool>>,
-}
-
-impl fmt::Display for StalledParts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StalledParts({})", self.inner)
-    }
-}
-
+/// A multipart upload whose parts wait until `open` reads true.
 #[derive(Debug)]
 struct StalledUpload {
     inner: Box<dyn MultipartUpload>,
@@ -654,58 +650,15 @@ impl MultipartUpload for StalledUpload {
     }
 }
 
-#[async_trait::async_trait]
-impl ObjectStore for StalledParts {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        let inner = self.inner.put_multipart_opts(location, opts).await?;
-        Ok(Box::new(StalledUpload {
-            inner,
-            open: self.open.subscribe(),
-        }))
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(&self, from: &Path, to: &Path, o: CopyOptions) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, o).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_store_makes_the_live_writer_give_up_instead_of_waiting() {
-    let (open, _) = tokio::sync::watch::channel(false);
-    let open = Arc::new(open);
-    let store = Arc::new(StalledParts {
+    let (open, stall) = tokio::sync::watch::channel(false);
+    let store = Arc::new(FailingWrites {
         inner: InMemory::new(),
-        open: open.clone(),
+        failures: AtomicU32::new(0),
+        permanent: false,
+        on_multipart: None,
+        stall_parts: Some(stall),
     });
     let opts = small_parts();
     let (part, limit) = (opts.part_size, opts.max_concurrent_parts);
