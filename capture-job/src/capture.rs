@@ -118,6 +118,7 @@ impl Capture {
             uploader: uploader.clone(),
             runtime: tokio::runtime::Handle::current(),
             disk_backlog: counters.disk_backlog.clone(),
+            active: Arc::default(),
         });
         let mut engine_cfg = opts.engine.clone();
         let block_timeout = Duration::from_millis(u64::from(opts.ring.block_timeout_ms));

@@ -17,7 +17,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use nightcap_storage::{CaptureKey, FileMeta, FileSums, KeyPrefix, LiveDone, Uploader};
+use nightcap_storage::{CaptureKey, FileMeta, FileSums, KeyPrefix, Uploader};
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -41,7 +41,7 @@ pub struct ClosedFile {
     /// Checksums computed while the file was written (None: a leftover, read twice to upload).
     pub sums: Option<FileSums>,
     /// Its upload made while it was written, still completing (None: upload it from disk).
-    pub live: Option<LiveDone>,
+    pub live: Option<crate::writer::LiveResult>,
 }
 
 /// The `{name}.json` next to a spooled file.

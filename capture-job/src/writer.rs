@@ -148,9 +148,10 @@ enum Cmd {
     Close(CloseInfo),
 }
 
-/// Uploading files while they are written: the hasher copies each chunk it hashed into the
-/// upload's current part ([`LiveUpload`]), so a closed file is in storage once its last part
-/// is, without reading it back from disk.
+/// Uploading files while they are written ([`LiveUpload`]): the writer thread tells the
+/// upload how far the file has grown after each chunk, and the upload reads each part from the
+/// file (the page cache, right behind the writes) as soon as it is complete, so a closed file is
+/// in storage once its last part is, without reading it back from disk afterwards.
 #[derive(Clone)]
 pub(crate) struct Live {
     pub(crate) uploader: Arc<Uploader>,
@@ -160,37 +161,89 @@ pub(crate) struct Live {
     /// starts without a live upload or its live upload stops, by the spool's uploader for
     /// leftovers and failed live uploads, and down by the uploader once such a file is in
     /// storage. A new file is uploaded live only when there are none: otherwise storage is
-    /// behind or down, and a live upload would compete with those (and their memory) only to
-    /// be given up too.
+    /// behind or down, and a live upload would compete with those (and their memory).
     pub(crate) disk_backlog: Arc<AtomicUsize>,
+    /// Live uploads not finished yet. A file starts one only while fewer than
+    /// [`MAX_LIVE`] are (the previous file's may still be sending its last part): a store
+    /// slower than the capture then sends later files through the spool, and memory stays
+    /// bounded.
+    pub(crate) active: Arc<AtomicUsize>,
 }
+
+/// Most live uploads at once: the file being written and the previous one finishing.
+const MAX_LIVE: usize = 2;
 
 impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Live")
             .field("disk_backlog", &self.disk_backlog)
+            .field("active", &self.active)
             .finish_non_exhaustive()
     }
 }
 
 impl Live {
-    /// A live upload for a file just opened, unless files wait for an upload from disk (then
-    /// this one will too, and is counted).
-    fn start(&self, key: &CaptureKey) -> Option<LiveUpload> {
-        if self.disk_backlog.load(Ordering::SeqCst) > 0 {
+    /// A live upload for the file just created at `partial`, unless files wait for an upload
+    /// from disk or enough live uploads run (then this file is counted as one to upload from
+    /// disk too).
+    fn start(&self, key: &CaptureKey, partial: &std::path::Path) -> Option<LiveFile> {
+        let reader = if self.disk_backlog.load(Ordering::SeqCst) == 0
+            && self.active.load(Ordering::SeqCst) < MAX_LIVE
+        {
+            File::open(partial).ok()
+        } else {
+            None
+        };
+        let Some(reader) = reader else {
             self.count_for_disk();
             return None;
-        }
+        };
         let meta = FileMeta {
             start: Some(key.start),
             ..FileMeta::default()
         };
-        Some(self.uploader.live(&self.runtime, key, meta))
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot(self.active.clone());
+        let upload = self
+            .uploader
+            .live(&self.runtime, key, meta, partial.to_path_buf(), reader);
+        Some(LiveFile { upload, slot })
     }
 
     /// Counts the open file as one to upload from disk once closed.
     fn count_for_disk(&self) {
         self.disk_backlog.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// One of [`Live::active`], given back when dropped.
+#[derive(Debug)]
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The live upload of the open file.
+#[derive(Debug)]
+struct LiveFile {
+    upload: LiveUpload,
+    slot: Slot,
+}
+
+/// The live upload of a closed file, completing.
+#[derive(Debug)]
+pub struct LiveResult {
+    done: LiveDone,
+    _slot: Slot,
+}
+
+impl LiveResult {
+    /// Waits for the last part and the completion.
+    pub async fn wait(self) -> nightcap_storage::Result<nightcap_storage::UploadedFile> {
+        self.done.wait().await
     }
 }
 
@@ -266,7 +319,7 @@ impl Writer {
                 let hasher_sync = sync_tx.clone();
                 let hasher = syncer.and_then(|syncer| {
                     spawn_nice0("nightcap-hasher", move || {
-                        hash_files(&hasher_shared, hash_rx, hasher_sync, live)
+                        hash_files(&hasher_shared, hash_rx, hasher_sync)
                     })
                     .map(|hasher| (syncer, hasher))
                 });
@@ -283,6 +336,7 @@ impl Writer {
                     }
                 };
                 let mut w = Thread {
+                    live,
                     shared: thread_shared.clone(),
                     sync: sync_tx,
                     hash: hash_tx,
@@ -502,9 +556,13 @@ struct Open {
     kicked: u64,
     /// Its chunks still go to the hasher (false once hashing fell behind the capture).
     hashing: bool,
+    /// Its upload while it is written, if it has one.
+    live: Option<LiveFile>,
 }
 
 struct Thread {
+    /// Uploads while writing, when on.
+    live: Option<Live>,
     shared: Arc<Shared>,
     /// Writeback requests, for the syncer thread.
     sync: mpsc::Sender<Sync>,
@@ -535,13 +593,13 @@ struct Closing {
     open: Open,
     info: CloseInfo,
     sums: Option<FileSums>,
-    live: Option<LiveDone>,
+    live: Option<LiveResult>,
 }
 
 /// Work for the hasher thread, in file order.
 enum Hash {
     /// A new file starts (whatever was hashed for a failed one is dropped).
-    Open(CaptureKey),
+    Open,
     /// A written chunk: hash its bytes, then give it back to the pool.
     Data(Chunk),
     /// Stop hashing the current file (it will have no sums).
@@ -551,22 +609,12 @@ enum Hash {
 }
 
 /// The hasher thread: checksums of each file's bytes (so the uploader reads the file once),
-/// computed beside the writes rather than between them; with `live`, it also copies the bytes
-/// into the file's live upload.
-fn hash_files(
-    shared: &Shared,
-    rx: mpsc::Receiver<Hash>,
-    sync: mpsc::Sender<Sync>,
-    live: Option<Live>,
-) {
+/// computed beside the writes rather than between them.
+fn hash_files(shared: &Shared, rx: mpsc::Receiver<Hash>, sync: mpsc::Sender<Sync>) {
     let mut sums = None;
-    let mut upload: Option<LiveUpload> = None;
     while let Ok(cmd) = rx.recv() {
         match cmd {
-            Hash::Open(key) => {
-                sums = Some(SumsBuilder::default());
-                upload = live.as_ref().and_then(|l| l.start(&key));
-            }
+            Hash::Open => sums = Some(SumsBuilder::default()),
             Hash::Data(chunk) => {
                 if let Some(s) = sums.as_mut()
                     && !shared.hash_skip.load(Ordering::SeqCst)
@@ -574,29 +622,18 @@ fn hash_files(
                     #[cfg(test)]
                     let _gate = shared.hash_gate.lock();
                     s.update(chunk.used());
-                    if let Some(u) = upload.as_mut()
-                        && let Err(why) = u.write(chunk.used())
-                    {
-                        info!(reason = %why, "Stopped uploading a file while it is written; it is uploaded once closed.");
-                        upload = None;
-                        live.iter().for_each(Live::count_for_disk);
-                    }
                 }
                 shared.hash_backlog.fetch_sub(1, Ordering::SeqCst);
                 give_back(shared, chunk);
             }
-            Hash::Abandon => {
-                sums = None;
-                if upload.take().is_some() {
-                    live.iter().for_each(Live::count_for_disk);
-                }
-            }
-            Hash::Close { open, info } => {
+            Hash::Abandon => sums = None,
+            Hash::Close { mut open, info } => {
                 let sums = sums.take().map(SumsBuilder::finish);
-                let live = upload
-                    .take()
-                    .zip(sums.clone())
-                    .map(|(u, s)| u.finish(s, info.meta.clone()));
+                // The writer dropped the live upload if hashing was abandoned.
+                let live = open.live.take().zip(sums.clone()).map(|(l, s)| LiveResult {
+                    done: l.upload.finish(s, info.meta.clone()),
+                    _slot: l.slot,
+                });
                 let closing = Box::new(Closing {
                     open: *open,
                     info,
@@ -710,6 +747,10 @@ impl Thread {
             && lock(&self.shared.free).chunks.is_empty()
         {
             f.hashing = false;
+            if f.live.take().is_some() {
+                // It needs the sums to finish.
+                self.live.iter().for_each(Live::count_for_disk);
+            }
             self.shared.hash_skip.store(true, Ordering::SeqCst);
             let _ = self.hash.send(Hash::Abandon);
             info!(file = %f.partial.display(), "Hashing fell behind the capture; this file's upload reads it twice.");
@@ -734,11 +775,21 @@ impl Thread {
             } => {
                 // Unsent only when the hasher is gone, and then no file reaches the uploader.
                 self.shared.hash_skip.store(false, Ordering::SeqCst);
-                let _ = self.hash.send(Hash::Open(key.clone()));
+                let _ = self.hash.send(Hash::Open);
                 Sidecar::for_key(&key).write(&sidecar)?;
                 let (file, direct) = create(&partial, self.direct)
                     .map_err(|e| Error::io(&partial, "creating", e))?;
+                // Parts are read back from the page cache, which O_DIRECT files bypass.
+                let live = match &self.live {
+                    Some(l) if !direct => l.start(&key, &partial),
+                    Some(l) => {
+                        l.count_for_disk();
+                        None
+                    }
+                    None => None,
+                };
                 self.file = Some(Open {
+                    live,
                     file: Arc::new(file),
                     partial,
                     sidecar,
@@ -756,6 +807,14 @@ impl Thread {
                     // The file failed earlier: the error is already reported.
                     None => Ok(false),
                 };
+                if let Some(f) = self.file.as_mut()
+                    && let Some(l) = &f.live
+                    && let Err(why) = l.upload.grown(f.len)
+                {
+                    info!(reason = %why, "Stopped uploading a file while it is written; it is uploaded once closed.");
+                    f.live = None;
+                    self.live.iter().for_each(Live::count_for_disk);
+                }
                 let hashing = matches!(written, Ok(true)) && self.keep_hashing();
                 if hashing {
                     // The hasher gives it back once it has hashed it.
@@ -966,6 +1025,7 @@ mod tests {
             uploader,
             runtime: rt.handle().clone(),
             disk_backlog: backlog.clone(),
+            active: Arc::default(),
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -1,33 +1,40 @@
 //! Uploading a file while it is being written ([`Uploader::live`]).
 //!
-//! The writer copies each written piece into a part buffer ([`LiveUpload::write`], never
-//! blocking); a task on the async runtime sends every full part as soon as it is full, and
-//! [`LiveUpload::finish`] sends the last one and completes the upload. A file closed at rotation
-//! is then in storage as soon as its last part is: nothing is read back from disk, so the upload
-//! neither waits for nor competes with the disk the capture writes to.
+//! The writer tells the upload how far the file has grown ([`LiveUpload::grown`], an atomic
+//! store and a wake-up: it never blocks); a task on the async runtime reads each part from the
+//! file as soon as the part is complete and sends it, and [`LiveUpload::finish`] has it send the
+//! rest and complete. The parts are read right behind the writer, so they come from the page
+//! cache, not the disk, and a file closed at rotation is in storage as soon as its last part is.
+//! Memory is that of an upload from disk: `part_size × (max_concurrent_parts + 1)`, whatever the
+//! file size. When the store is slower than the writer the task simply falls behind (and its
+//! reads reach the disk once the pages are gone); nothing is aborted and nothing waits on the
+//! writer's side.
 //!
-//! Capture first: at most [`UploadOptions::max_concurrent_parts`] full parts wait for the store;
-//! when one more is full, `write` gives up ([`LiveUpload::write`] returns an error), the partial
-//! upload is aborted, and the caller uploads the closed file from disk instead — memory stays at
-//! about `part_size × (max_concurrent_parts + 1)`, as for a file uploaded from disk.
-//!
-//! A file no larger than one part goes up in one PUT with all attributes. A larger one is a
-//! multipart upload, which must declare its attributes before the first part: it records the
-//! content type, start and pods ([`FileMeta::to_attributes_unhashed`]) but not the SHA-256,
-//! packets or end, which are only known at the end (the PacketCapture status records them).
+//! The bytes sent are checked against the writer's [`FileSums`] (length and CRC-64) at the end:
+//! a difference aborts the upload ([`Error::FileChanged`]). A file no larger than one part goes up
+//! in one PUT with all attributes. A larger one is a multipart upload, which must declare its
+//! attributes before the first part: it records the content type, start and pods
+//! ([`FileMeta::to_attributes_unhashed`]) but not the SHA-256, packets or end, which are only
+//! known at the end (the PacketCapture status records them).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicUsize, Ordering},
+use std::{
+    fs::File,
+    os::unix::fs::FileExt,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
 use bytes::Bytes;
+use crc_fast::CrcAlgorithm;
 use futures::{StreamExt, stream::FuturesUnordered};
 use object_store::{MultipartUpload, PutPayload, UploadPart, path::Path};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tracing::{debug, info};
 
-use super::{PartBuf, PartPool, Uploader};
+use super::{MAX_PARTS, PartBuf, Uploader};
 use crate::{
     error::{Error, Result},
     layout::CaptureKey,
@@ -35,12 +42,11 @@ use crate::{
     upload::{FileSums, UploadedFile},
 };
 
-/// Why [`LiveUpload::write`] stopped taking bytes.
+/// Why a [`LiveUpload`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiveStop {
-    /// The store is slower than the writer: every part buffer is waiting for it.
-    Behind,
-    /// The upload failed (the store refused a request, or the runtime is gone).
+    /// The upload failed (the store refused a request, the file could not be read, or the
+    /// runtime is gone).
     Failed,
     /// The file outgrew the most parts a multipart upload may have (10 000).
     TooLarge,
@@ -49,51 +55,39 @@ pub enum LiveStop {
 impl std::fmt::Display for LiveStop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Behind => "storage is slower than the capture",
             Self::Failed => "the upload failed",
             Self::TooLarge => "the file is larger than 10 000 parts",
         })
     }
 }
 
-enum Msg {
-    Part(PartBuf),
-    Finish {
-        last: PartBuf,
-        sums: FileSums,
-        meta: FileMeta,
-    },
+/// What the writer and the task share.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Bytes the file holds.
+    len: AtomicU64,
+    /// Wakes the task when `len` grew.
+    grew: Notify,
+    /// Set by the task when it stopped.
+    stopped: AtomicBool,
+    too_large: AtomicBool,
+}
+
+/// The end of a file: its sums and closed metadata.
+#[derive(Debug)]
+struct End {
+    sums: FileSums,
+    meta: FileMeta,
 }
 
 /// A file being uploaded while it is written; dropped without [`LiveUpload::finish`], the
 /// upload is aborted.
+#[derive(Debug)]
 pub struct LiveUpload {
     key: String,
-    tx: mpsc::UnboundedSender<Msg>,
-    /// The part being filled, and how much of it is.
-    part: PartBuf,
-    filled: usize,
-    part_size: usize,
-    pool: PartPool,
-    /// Full parts handed to the task and not yet stored.
-    waiting: Arc<AtomicUsize>,
-    limit: usize,
-    /// Set by the task when the upload failed.
-    failed: Arc<AtomicBool>,
-    /// Bytes written so far.
-    written: u64,
-    /// Full parts sent.
-    parts: u64,
+    progress: Arc<Progress>,
+    end: oneshot::Sender<End>,
     done: oneshot::Receiver<Result<UploadedFile>>,
-}
-
-impl std::fmt::Debug for LiveUpload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveUpload")
-            .field("key", &self.key)
-            .field("written", &self.written)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The outcome of a finished [`LiveUpload`].
@@ -117,34 +111,34 @@ impl LiveDone {
 }
 
 impl Uploader {
-    /// Starts uploading `key` while it is written, on `runtime`; `meta` is what is known when
-    /// the file is opened (recorded when the file turns out larger than one part).
+    /// Starts uploading `key` from `local` while it is written (`file`: open for reading), on
+    /// `runtime`; `meta` is what is known when the file is opened (recorded when the file turns
+    /// out larger than one part).
     pub fn live(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         key: &CaptureKey,
         meta: FileMeta,
+        local: PathBuf,
+        file: File,
     ) -> LiveUpload {
         let path = key.to_path(&self.prefix);
-        let part_size = self.options.part_size.max(1);
-        let limit = self.options.max_concurrent_parts.max(1);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let progress = Arc::new(Progress::default());
+        let (end, end_rx) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let failed = Arc::new(AtomicBool::new(false));
         let task = Task {
             up: self.clone(),
             path: path.clone(),
+            local,
+            file: Arc::new(file),
             open_meta: meta,
-            waiting: waiting.clone(),
-            limit,
+            progress: progress.clone(),
+            part_size: self.options.part_size.max(1),
+            limit: self.options.max_concurrent_parts.max(1),
         };
-        let task_failed = failed.clone();
         runtime.spawn(async move {
-            let r = task.run(rx).await;
-            if r.is_err() {
-                task_failed.store(true, Ordering::SeqCst);
-            }
+            let r = task.run(end_rx).await;
+            task.progress.stopped.store(true, Ordering::SeqCst);
             // Nobody listens when the writer gave up (dropped the upload): nothing to report.
             if let Some(r) = r.transpose() {
                 let _ = done_tx.send(r);
@@ -152,82 +146,35 @@ impl Uploader {
         });
         LiveUpload {
             key: path.to_string(),
-            tx,
-            part: self.parts.take(part_size),
-            filled: 0,
-            part_size,
-            pool: self.parts.clone(),
-            waiting,
-            limit,
-            failed,
-            written: 0,
-            parts: 0,
+            progress,
+            end,
             done,
         }
     }
 }
 
 impl LiveUpload {
-    /// Appends `bytes` (copied); a full part is handed to the upload task. Never blocks: when
-    /// the store is behind or the upload failed it returns why, and the caller drops this
-    /// upload (aborting it) and uploads the file once it is closed.
-    pub fn write(&mut self, mut bytes: &[u8]) -> std::result::Result<(), LiveStop> {
-        if self.failed.load(Ordering::Relaxed) {
-            return Err(LiveStop::Failed);
+    /// The file now holds `len` bytes. Never blocks; an error says the upload stopped (the
+    /// caller drops it and uploads the file once it is closed).
+    pub fn grown(&self, len: u64) -> std::result::Result<(), LiveStop> {
+        if self.progress.stopped.load(Ordering::Relaxed) {
+            return Err(if self.progress.too_large.load(Ordering::Relaxed) {
+                LiveStop::TooLarge
+            } else {
+                LiveStop::Failed
+            });
         }
-        while !bytes.is_empty() {
-            if self.filled == self.part_size {
-                // Sent only once more bytes follow, so the last part is never empty.
-                if self.waiting.load(Ordering::SeqCst) >= self.limit {
-                    return Err(LiveStop::Behind);
-                }
-                // The last part is still to come.
-                if self.parts + 1 >= super::MAX_PARTS {
-                    return Err(LiveStop::TooLarge);
-                }
-                self.parts += 1;
-                let mut full = std::mem::replace(&mut self.part, self.pool.take(self.part_size));
-                full.set_len(self.part_size);
-                self.waiting.fetch_add(1, Ordering::SeqCst);
-                self.tx
-                    .send(Msg::Part(full))
-                    .map_err(|_| LiveStop::Failed)?;
-                self.filled = 0;
-            }
-            let n = bytes.len().min(self.part_size - self.filled);
-            self.part.full()[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
-            self.filled += n;
-            self.written += n as u64;
-            bytes = &bytes[n..];
-        }
+        self.progress.len.fetch_max(len, Ordering::SeqCst);
+        self.progress.grew.notify_one();
         Ok(())
     }
 
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Sends the last part and completes the upload; `sums` must be those of every byte
-    /// written, `meta` is the closed file's.
-    pub fn finish(mut self, sums: FileSums, meta: FileMeta) -> LiveDone {
-        let mut last = self.part;
-        last.set_len(self.filled);
-        if sums.len != self.written {
-            self.failed.store(true, Ordering::SeqCst);
-            let (tx, done) = oneshot::channel();
-            let _ = tx.send(Err(Error::LiveStopped {
-                key: self.key.clone(),
-                reason: format!(
-                    "{} bytes were written but the sums cover {}",
-                    self.written, sums.len
-                ),
-            }));
-            self.done = done;
-        } else {
-            // A task gone already has put its error in `done`.
-            let _ = self.tx.send(Msg::Finish { last, sums, meta });
-        }
+    /// The file is complete (and holds `sums.len` bytes): sends the rest and completes the
+    /// upload; `sums` are those of every byte written, `meta` the closed file's.
+    pub fn finish(self, sums: FileSums, meta: FileMeta) -> LiveDone {
+        self.progress.len.fetch_max(sums.len, Ordering::SeqCst);
+        // A task gone already has put its error in `done`.
+        let _ = self.end.send(End { sums, meta });
         LiveDone {
             key: self.key,
             done: self.done,
@@ -239,81 +186,176 @@ impl LiveUpload {
 struct Task {
     up: Arc<Uploader>,
     path: Path,
+    local: PathBuf,
+    file: Arc<File>,
     open_meta: FileMeta,
-    waiting: Arc<AtomicUsize>,
+    progress: Arc<Progress>,
+    part_size: usize,
     limit: usize,
 }
 
+/// A started multipart upload and the parts travelling.
+struct Sending {
+    upload: Box<dyn MultipartUpload>,
+    in_flight: FuturesUnordered<UploadPart>,
+    parts: u64,
+}
+
 impl Task {
-    /// Sends parts as they come; `Ok(None)` when the writer dropped the upload (aborted).
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Msg>) -> Result<Option<UploadedFile>> {
-        let mut upload: Option<(Box<dyn MultipartUpload>, bool)> = None;
-        let mut in_flight: FuturesUnordered<UploadPart> = FuturesUnordered::new();
+    /// Sends parts as they are written; `Ok(None)` when the writer dropped the upload.
+    async fn run(&self, mut end_rx: oneshot::Receiver<End>) -> Result<Option<UploadedFile>> {
+        enum Wake {
+            Part(object_store::Result<()>),
+            Grew,
+            End(std::result::Result<End, oneshot::error::RecvError>),
+        }
+        let mut sending: Option<Sending> = None;
         let mut sent = 0u64;
+        let mut crc = crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme);
+        let mut end: Option<End> = None;
+        let mut ended = false;
         let r = loop {
-            let msg = tokio::select! {
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    match done {
-                        Ok(()) => {
-                            self.waiting.fetch_sub(1, Ordering::SeqCst);
-                            continue;
-                        }
-                        Err(e) => break Err(self.store_err(e)),
+            let len = self.progress.len.load(Ordering::SeqCst);
+            let busy = sending.as_ref().map_or(0, |s| s.in_flight.len());
+            // Every complete part with more bytes after it (the last part is never empty).
+            if len.saturating_sub(sent) > self.part_size as u64 {
+                if busy < self.limit {
+                    if let Err(e) = self.send_part(&mut sending, &mut sent, &mut crc).await {
+                        break Err(e);
                     }
+                    continue;
                 }
-                msg = rx.recv() => msg,
+            } else if let Some(e) = end.take() {
+                break self.complete(&mut sending, sent, crc, e).await.map(Some);
+            }
+            let wake = {
+                let in_flight = sending.as_mut().map(|s| &mut s.in_flight);
+                tokio::select! {
+                    Some(done) = async move {
+                        match in_flight {
+                            Some(f) => f.next().await,
+                            None => None,
+                        }
+                    }, if busy > 0 => Wake::Part(done),
+                    () = self.progress.grew.notified(), if !ended => Wake::Grew,
+                    e = &mut end_rx, if !ended => Wake::End(e),
+                    else => break Err(Error::LiveStopped {
+                        key: self.path.to_string(),
+                        reason: "internal error: nothing to wait for".into(),
+                    }),
+                }
             };
-            match msg {
-                None => break Ok(None),
-                Some(Msg::Part(part)) => {
-                    if upload.is_none() {
-                        let attrs = self.open_meta.to_attributes_unhashed();
-                        match self.up.multipart_with(&self.path, attrs).await {
-                            Ok(u) => upload = Some(u),
-                            Err(e) => break Err(self.store_err(e)),
-                        }
-                    }
-                    // At most `limit` parts travel at once (the writer keeps no more waiting).
-                    while in_flight.len() >= self.limit {
-                        match in_flight.next().await {
-                            Some(Err(e)) => {
-                                return self.abort(upload, Err(self.store_err(e))).await;
-                            }
-                            _ => {
-                                self.waiting.fetch_sub(1, Ordering::SeqCst);
-                            }
-                        }
-                    }
-                    sent += part.len() as u64;
-                    if let Some((u, _)) = upload.as_mut() {
-                        in_flight.push(u.put_part(PutPayload::from(Bytes::from_owner(part))));
-                    }
+            match wake {
+                Wake::Part(Ok(())) | Wake::Grew => {}
+                Wake::Part(Err(e)) => break Err(self.store_err(e)),
+                Wake::End(Ok(e)) => {
+                    ended = true;
+                    end = Some(e);
                 }
-                Some(Msg::Finish { last, sums, meta }) => {
-                    break self
-                        .complete(upload.take(), in_flight, last, sent, sums, meta)
-                        .await
-                        .map(Some);
-                }
+                // The writer dropped the upload: abort.
+                Wake::End(Err(_)) => break Ok(None),
             }
         };
         match r {
             Ok(Some(done)) => Ok(Some(done)),
-            other => self.abort(upload, other).await,
+            other => {
+                if let Some(mut s) = sending
+                    && let Err(e) = s.upload.abort().await
+                {
+                    debug!(key = %self.path, error = %e, "Aborting a live upload failed.");
+                }
+                other
+            }
         }
     }
 
+    /// Reads `[sent, sent + len)` of the file on the blocking pool, adding it to `crc`.
+    async fn read(
+        &self,
+        sent: u64,
+        len: usize,
+        mut crc: crc_fast::Digest,
+    ) -> Result<(PartBuf, crc_fast::Digest)> {
+        let mut buf = self.up.parts.take(len);
+        let file = self.file.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            file.read_exact_at(buf.full(), sent)?;
+            crc.update(buf.as_ref());
+            Ok::<_, std::io::Error>((buf, crc))
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        read.map_err(|source| Error::LocalIo {
+            path: self.local.clone(),
+            source,
+        })
+    }
+
+    async fn send_part(
+        &self,
+        sending: &mut Option<Sending>,
+        sent: &mut u64,
+        crc: &mut crc_fast::Digest,
+    ) -> Result<()> {
+        let parts = sending.as_ref().map_or(0, |s| s.parts);
+        // The last part is still to come.
+        if parts + 1 >= MAX_PARTS {
+            self.progress.too_large.store(true, Ordering::SeqCst);
+            return Err(Error::LiveStopped {
+                key: self.path.to_string(),
+                reason: LiveStop::TooLarge.to_string(),
+            });
+        }
+        let started = match sending {
+            Some(s) => s,
+            None => {
+                let attrs = self.open_meta.to_attributes_unhashed();
+                let (upload, _) = self
+                    .up
+                    .multipart_with(&self.path, attrs)
+                    .await
+                    .map_err(|e| self.store_err(e))?;
+                sending.insert(Sending {
+                    upload,
+                    in_flight: FuturesUnordered::new(),
+                    parts: 0,
+                })
+            }
+        };
+        let digest = std::mem::replace(crc, crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme));
+        let (part, digest) = self.read(*sent, self.part_size, digest).await?;
+        *crc = digest;
+        *sent += part.len() as u64;
+        started.parts += 1;
+        let put = started
+            .upload
+            .put_part(PutPayload::from(Bytes::from_owner(part)));
+        started.in_flight.push(put);
+        Ok(())
+    }
+
+    /// Sends the last part (`end.sums.len - sent` bytes, at most one part) and completes.
+    /// On an error before the last part, `sending` is left for the caller to abort.
     async fn complete(
         &self,
-        upload: Option<(Box<dyn MultipartUpload>, bool)>,
-        mut in_flight: FuturesUnordered<UploadPart>,
-        last: PartBuf,
+        sending: &mut Option<Sending>,
         sent: u64,
-        sums: FileSums,
-        meta: FileMeta,
+        crc: crc_fast::Digest,
+        end: End,
     ) -> Result<UploadedFile> {
-        let bytes = sent + last.len() as u64;
-        let Some((mut upload, _)) = upload else {
+        let End { sums, meta } = end;
+        let rest = sums
+            .len
+            .checked_sub(sent)
+            .and_then(|r| usize::try_from(r).ok())
+            .ok_or_else(|| self.changed())?;
+        let (last, crc) = self.read(sent, rest, crc).await?;
+        if crc.finalize() != sums.crc64 {
+            return Err(self.changed());
+        }
+        let bytes = sums.len;
+        let Some(mut s) = sending.take() else {
             // The whole file fit in one part: one PUT, with every attribute.
             let payload = PutPayload::from(Bytes::from_owner(last));
             let (res, stored) = self
@@ -334,12 +376,13 @@ impl Task {
         };
         let finished = async {
             if !last.is_empty() {
-                in_flight.push(upload.put_part(PutPayload::from(Bytes::from_owner(last))));
+                s.in_flight
+                    .push(s.upload.put_part(PutPayload::from(Bytes::from_owner(last))));
             }
-            while let Some(done) = in_flight.next().await {
+            while let Some(done) = s.in_flight.next().await {
                 done?;
             }
-            upload.complete().await
+            s.upload.complete().await
         };
         match finished.await {
             Ok(res) => {
@@ -356,24 +399,17 @@ impl Task {
                 })
             }
             Err(e) => {
-                let _ = upload.abort().await;
+                let _ = s.upload.abort().await;
                 Err(self.store_err(e))
             }
         }
     }
 
-    /// Aborts a started multipart upload (best effort) and passes `r` on.
-    async fn abort<T>(
-        &self,
-        upload: Option<(Box<dyn MultipartUpload>, bool)>,
-        r: Result<Option<T>>,
-    ) -> Result<Option<T>> {
-        if let Some((mut u, _)) = upload
-            && let Err(e) = u.abort().await
-        {
-            debug!(key = %self.path, error = %e, "Aborting a live upload failed.");
+    fn changed(&self) -> Error {
+        Error::FileChanged {
+            path: self.local.clone(),
+            key: self.path.to_string(),
         }
-        r
     }
 
     fn store_err(&self, source: object_store::Error) -> Error {

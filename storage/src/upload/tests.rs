@@ -268,8 +268,8 @@ struct FailingWrites {
     failures: AtomicU32,
     permanent: bool,
     on_multipart: Option<Box<dyn Fn() + Send + Sync>>,
-    /// When set, multipart parts wait until it reads true.
-    stall_parts: Option<tokio::sync::watch::Receiver<bool>>,
+    /// When set, multipart parts wait until it reads true (and are counted).
+    stall_parts: Option<(tokio::sync::watch::Receiver<bool>, Arc<AtomicU32>)>,
 }
 
 impl fmt::Debug for FailingWrites {
@@ -331,9 +331,10 @@ impl ObjectStore for FailingWrites {
         }
         let inner = self.inner.put_multipart_opts(location, opts).await?;
         Ok(match &self.stall_parts {
-            Some(open) => Box::new(StalledUpload {
+            Some((open, started)) => Box::new(StalledUpload {
                 inner,
                 open: open.clone(),
+                started: started.clone(),
             }),
             None => inner,
         })
@@ -483,40 +484,65 @@ fn part_buffers_return_to_the_pool_when_the_last_payload_reference_drops() {
     );
 }
 
-/// Writes `bytes` into a live upload in uneven pieces, as the capture's writer does, at a pace
-/// an in-memory store keeps up with (a full part every few milliseconds).
-fn feed(live: &mut LiveUpload, bytes: &[u8]) {
-    for piece in bytes.chunks(9_999) {
-        live.write(piece).expect("the store keeps up");
-        std::thread::sleep(Duration::from_millis(1));
+/// A file being written for a live upload: the writing end and its path.
+struct Growing {
+    path: PathBuf,
+    file: std::fs::File,
+    len: u64,
+}
+
+impl Growing {
+    fn new(dir: &tempfile::TempDir, name: &str) -> Self {
+        let path = dir.path().join(name);
+        let file = std::fs::File::create(&path).expect("create");
+        Self { path, file, len: 0 }
+    }
+
+    /// A live upload of this file as `key`.
+    fn live(&self, up: &Arc<Uploader>, seq: u64, meta: FileMeta) -> LiveUpload {
+        let reader = std::fs::File::open(&self.path).expect("open for reading");
+        up.live(
+            &tokio::runtime::Handle::current(),
+            &key(seq),
+            meta,
+            self.path.clone(),
+            reader,
+        )
+    }
+
+    /// Appends `bytes` in uneven pieces, telling `live` after each, as the capture's writer
+    /// does; pauses `pause` after each piece.
+    fn feed(&mut self, live: &LiveUpload, bytes: &[u8], pause: Duration) {
+        use std::io::Write;
+        for piece in bytes.chunks(9_999) {
+            self.file.write_all(piece).expect("write");
+            self.len += piece.len() as u64;
+            live.grown(self.len).expect("the upload goes on");
+            std::thread::sleep(pause);
+        }
     }
 }
 
-/// Like [`feed`] without pausing: the store may fall behind.
-fn feed_fast(live: &mut LiveUpload, bytes: &[u8]) {
-    for piece in bytes.chunks(9_999) {
-        live.write(piece)
-            .expect("parts are waiting but not too many");
-    }
-}
-
-/// An in-memory store, an uploader with small parts and the current runtime.
-fn live_setup() -> (Arc<dyn ObjectStore>, Arc<Uploader>, tokio::runtime::Handle) {
+/// An in-memory store and an uploader with small parts.
+fn live_setup() -> (Arc<dyn ObjectStore>, Arc<Uploader>) {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let up = Uploader::new(store.clone(), KeyPrefix::default(), small_parts());
-    (store, Arc::new(up), tokio::runtime::Handle::current())
+    (store, Arc::new(up))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_uploads_store_exactly_the_bytes_written() {
-    let (store, up, rt) = live_setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, up) = live_setup();
     let start = key(0).start;
-    // Empty, one part or less (a single PUT), exactly two parts, several parts.
-    for (seq, len, multipart) in [
-        (1, 0, false),
-        (2, 40 * 1024, false),
-        (3, 80 * 1024, true),
-        (4, 300_001, true),
+    // Empty, one part or less (a single PUT), exactly two parts, several parts; written at a
+    // pace or all at once (then the parts are sent after the end).
+    for (seq, len, multipart, pause) in [
+        (1, 0, false, 1),
+        (2, 40 * 1024, false, 1),
+        (3, 80 * 1024, true, 1),
+        (4, 300_001, true, 1),
+        (5, 300_001, true, 0),
     ] {
         let bytes = data(len);
         let opened = FileMeta {
@@ -524,11 +550,11 @@ async fn live_uploads_store_exactly_the_bytes_written() {
             start: Some(start),
             ..FileMeta::default()
         };
-        let mut live = up.live(&rt, &key(seq), opened.clone());
-        feed(&mut live, &bytes);
-        assert_eq!(live.written(), len as u64);
+        let mut file = Growing::new(&dir, &format!("l{seq}"));
+        let live = file.live(&up, seq, opened.clone());
+        file.feed(&live, &bytes, Duration::from_millis(pause));
         let path = key(seq).to_path(&KeyPrefix::default());
-        if multipart {
+        if multipart && pause > 0 {
             // Parts are sent while writing, but the object appears only when complete.
             tokio::time::sleep(Duration::from_millis(50)).await;
             assert!(matches!(
@@ -565,22 +591,29 @@ async fn live_uploads_store_exactly_the_bytes_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_or_mismatched_live_upload_stores_nothing() {
-    let (store, up, rt) = live_setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, up) = live_setup();
     let bytes = data(200_000);
-    let mut live = up.live(&rt, &key(1), FileMeta::default());
-    feed(&mut live, &bytes);
+    let mut file = Growing::new(&dir, "dropped");
+    let live = file.live(&up, 1, FileMeta::default());
+    file.feed(&live, &bytes, Duration::from_millis(1));
     drop(live);
-    // Sums of other bytes than those written: refused.
-    let mut live = up.live(&rt, &key(2), FileMeta::default());
-    feed(&mut live, &bytes);
-    let err = live
-        .finish(sums_of(&bytes[1..]), FileMeta::default())
-        .wait()
-        .await
-        .expect_err("the sums cover other bytes");
-    assert!(matches!(err, Error::LiveStopped { .. }), "{err}");
+    // Sums of other bytes than those in the file: refused.
+    let mut other = bytes.clone();
+    other[150_000] ^= 1;
+    for (seq, wrong) in [(2, sums_of(&other)), (3, sums_of(&bytes[1..]))] {
+        let mut file = Growing::new(&dir, &format!("m{seq}"));
+        let live = file.live(&up, seq, FileMeta::default());
+        file.feed(&live, &bytes, Duration::ZERO);
+        let err = live
+            .finish(wrong, FileMeta::default())
+            .wait()
+            .await
+            .expect_err("the sums cover other bytes");
+        assert!(matches!(err, Error::FileChanged { .. }), "{err}");
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    for seq in [1, 2] {
+    for seq in [1, 2, 3] {
         let get = store.get(&key(seq).to_path(&KeyPrefix::default())).await;
         assert!(
             matches!(get, Err(object_store::Error::NotFound { .. })),
@@ -591,6 +624,7 @@ async fn a_dropped_or_mismatched_live_upload_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_live_upload_reports_the_store_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(FailingWrites {
         inner: InMemory::new(),
         failures: AtomicU32::new(1),
@@ -599,13 +633,16 @@ async fn a_refused_live_upload_reports_the_store_error() {
         stall_parts: None,
     });
     let up = Arc::new(Uploader::new(store, KeyPrefix::default(), small_parts()));
-    let rt = tokio::runtime::Handle::current();
+    let mut file = Growing::new(&dir, "refused");
+    let live = file.live(&up, 1, FileMeta::default());
+    // The refusal reaches the writer while it writes (it then stops) or at the end.
     let bytes = data(200_000);
-    let mut live = up.live(&rt, &key(1), FileMeta::default());
-    // The refusal arrives while writing (the writer then stops) or at the end.
     let mut stopped = None;
     for piece in bytes.chunks(9_999) {
-        if let Err(e) = live.write(piece) {
+        use std::io::Write;
+        file.file.write_all(piece).expect("write");
+        file.len += piece.len() as u64;
+        if let Err(e) = live.grown(file.len) {
             stopped = Some(e);
             break;
         }
@@ -616,7 +653,7 @@ async fn a_refused_live_upload_reports_the_store_error() {
         Some(LiveStop::Failed),
         "the failure reaches the writer"
     );
-    let written = live.written() as usize;
+    let written = file.len as usize;
     let err = live
         .finish(sums_of(&bytes[..written]), FileMeta::default())
         .wait()
@@ -625,16 +662,18 @@ async fn a_refused_live_upload_reports_the_store_error() {
     assert!(matches!(err, Error::UploadFailed { .. }), "{err}");
 }
 
-/// A multipart upload whose parts wait until `open` reads true.
+/// A multipart upload whose parts wait until `open` reads true, counting the parts started.
 #[derive(Debug)]
 struct StalledUpload {
     inner: Box<dyn MultipartUpload>,
     open: tokio::sync::watch::Receiver<bool>,
+    started: Arc<AtomicU32>,
 }
 
 #[async_trait::async_trait]
 impl MultipartUpload for StalledUpload {
     fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        self.started.fetch_add(1, AtOrd::SeqCst);
         let part = self.inner.put_part(data);
         let mut open = self.open.clone();
         Box::pin(async move {
@@ -651,37 +690,40 @@ impl MultipartUpload for StalledUpload {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_store_makes_the_live_writer_give_up_instead_of_waiting() {
+async fn a_stalled_store_never_holds_up_the_writer_and_holds_few_parts() {
+    let dir = tempfile::tempdir().expect("tempdir");
     let (open, stall) = tokio::sync::watch::channel(false);
+    let started = Arc::new(AtomicU32::new(0));
     let store = Arc::new(FailingWrites {
         inner: InMemory::new(),
         failures: AtomicU32::new(0),
         permanent: false,
         on_multipart: None,
-        stall_parts: Some(stall),
+        stall_parts: Some((stall, started.clone())),
     });
     let opts = small_parts();
     let (part, limit) = (opts.part_size, opts.max_concurrent_parts);
     let up = Arc::new(Uploader::new(store, KeyPrefix::default(), opts));
-    let rt = tokio::runtime::Handle::current();
-    let mut live = up.live(&rt, &key(1), FileMeta::default());
-    // `limit` parts wait for the store, one more is being filled; the next byte is refused.
-    let bytes = data(part * (limit + 1));
-    feed_fast(&mut live, &bytes);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(live.write(b"x"), Err(LiveStop::Behind));
-    drop(live);
-
-    // Once the store answers again, the same uploader streams a file end to end.
+    let mut file = Growing::new(&dir, "stalled");
+    let live = file.live(&up, 1, FileMeta::default());
+    // Eight parts' worth while the store answers nothing: every `grown` returns at once.
+    let bytes = data(part * 8 + 1);
+    file.feed(&live, &bytes, Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        started.load(AtOrd::SeqCst) as usize,
+        limit,
+        "only `limit` parts are read and sent at once"
+    );
+    // Once the store answers again, the rest follows.
     open.send_replace(true);
-    let mut live = up.live(&rt, &key(2), FileMeta::default());
-    feed(&mut live, &bytes);
     let res = live
         .finish(sums_of(&bytes), FileMeta::default())
         .wait()
         .await
         .expect("uploaded");
     assert_eq!(res.bytes, bytes.len() as u64);
+    assert_eq!(started.load(AtOrd::SeqCst), 9);
 }
 
 #[test]
@@ -703,22 +745,27 @@ fn files_beyond_ten_thousand_parts_get_bigger_parts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_upload_stops_before_ten_thousand_parts() {
+    let dir = tempfile::tempdir().expect("tempdir");
     let up = Arc::new(Uploader::new(
         Arc::new(InMemory::new()),
         KeyPrefix::default(),
         UploadOptions {
             part_size: 1,
-            max_concurrent_parts: 1 << 20,
+            max_concurrent_parts: 64,
             ..UploadOptions::default()
         },
     ));
-    let mut live = up.live(
-        &tokio::runtime::Handle::current(),
-        &key(1),
-        FileMeta::default(),
-    );
-    // 9 999 full parts go; the byte that would need a 10 000th full part (before the last) not.
-    live.write(&data(10_000))
-        .expect("9 999 parts and one filling");
-    assert_eq!(live.write(b"x"), Err(LiveStop::TooLarge));
+    let mut file = Growing::new(&dir, "large");
+    let live = file.live(&up, 1, FileMeta::default());
+    // 9 999 one-byte parts go, then the last one would be the 10 000th with more to come.
+    file.feed(&live, &data(10_001), Duration::ZERO);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let stop = loop {
+        match live.grown(file.len) {
+            Err(e) => break e,
+            Ok(()) if std::time::Instant::now() > deadline => panic!("never stopped"),
+            Ok(()) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    assert_eq!(stop, LiveStop::TooLarge);
 }
