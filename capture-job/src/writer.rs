@@ -598,8 +598,9 @@ struct Closing {
 
 /// Work for the hasher thread, in file order.
 enum Hash {
-    /// A new file starts (whatever was hashed for a failed one is dropped).
-    Open,
+    /// A new file starts (whatever was hashed for a failed one is dropped); `hash`: its chunks
+    /// will come to be hashed (a file uploaded while written is hashed by its upload).
+    Open { hash: bool },
     /// A written chunk: hash its bytes, then give it back to the pool.
     Data(Chunk),
     /// Stop hashing the current file (it will have no sums).
@@ -614,7 +615,7 @@ fn hash_files(shared: &Shared, rx: mpsc::Receiver<Hash>, sync: mpsc::Sender<Sync
     let mut sums = None;
     while let Ok(cmd) = rx.recv() {
         match cmd {
-            Hash::Open => sums = Some(SumsBuilder::default()),
+            Hash::Open { hash } => sums = hash.then(SumsBuilder::default),
             Hash::Data(chunk) => {
                 if let Some(s) = sums.as_mut()
                     && !shared.hash_skip.load(Ordering::SeqCst)
@@ -629,9 +630,8 @@ fn hash_files(shared: &Shared, rx: mpsc::Receiver<Hash>, sync: mpsc::Sender<Sync
             Hash::Abandon => sums = None,
             Hash::Close { mut open, info } => {
                 let sums = sums.take().map(SumsBuilder::finish);
-                // The writer dropped the live upload if hashing was abandoned.
-                let live = open.live.take().zip(sums.clone()).map(|(l, s)| LiveResult {
-                    done: l.upload.finish(s, info.meta.clone()),
+                let live = open.live.take().map(|l| LiveResult {
+                    done: l.upload.finish(open.len, info.meta.clone()),
                     _slot: l.slot,
                 });
                 let closing = Box::new(Closing {
@@ -747,10 +747,6 @@ impl Thread {
             && lock(&self.shared.free).chunks.is_empty()
         {
             f.hashing = false;
-            if f.live.take().is_some() {
-                // It needs the sums to finish.
-                self.live.iter().for_each(Live::count_for_disk);
-            }
             self.shared.hash_skip.store(true, Ordering::SeqCst);
             let _ = self.hash.send(Hash::Abandon);
             info!(file = %f.partial.display(), "Hashing fell behind the capture; this file's upload reads it twice.");
@@ -773,9 +769,6 @@ impl Thread {
                 sidecar,
                 key,
             } => {
-                // Unsent only when the hasher is gone, and then no file reaches the uploader.
-                self.shared.hash_skip.store(false, Ordering::SeqCst);
-                let _ = self.hash.send(Hash::Open);
                 Sidecar::for_key(&key).write(&sidecar)?;
                 let (file, direct) = create(&partial, self.direct)
                     .map_err(|e| Error::io(&partial, "creating", e))?;
@@ -788,6 +781,11 @@ impl Thread {
                     }
                     None => None,
                 };
+                // A file uploaded while written is hashed by its upload, off this path.
+                let hashing = live.is_none();
+                // Unsent only when the hasher is gone, and then no file reaches the uploader.
+                self.shared.hash_skip.store(false, Ordering::SeqCst);
+                let _ = self.hash.send(Hash::Open { hash: hashing });
                 self.file = Some(Open {
                     live,
                     file: Arc::new(file),
@@ -797,7 +795,7 @@ impl Thread {
                     len: 0,
                     padded: false,
                     kicked: 0,
-                    hashing: true,
+                    hashing,
                 });
                 Ok(())
             }
@@ -944,17 +942,6 @@ mod tests {
 
     /// Writes file `seq` in `dir`: `size` bytes of a recognisable pattern, in odd-sized pieces.
     fn write_one(w: &Writer, dir: &std::path::Path, seq: usize, size: usize) {
-        write_paced(w, dir, seq, size, std::time::Duration::ZERO);
-    }
-
-    /// Like [`write_one`], pausing `pause` after each chunk's worth of bytes.
-    fn write_paced(
-        w: &Writer,
-        dir: &std::path::Path,
-        seq: usize,
-        size: usize,
-        pause: std::time::Duration,
-    ) {
         let k = key(seq as u64);
         let name = k.file_name();
         let mut sink = w
@@ -964,11 +951,8 @@ mod tests {
                 k.clone(),
             )
             .expect("open");
-        for chunk in pattern(size).chunks(CHUNK) {
-            for piece in chunk.chunks(1499) {
-                sink.write_all(piece).expect("write");
-            }
-            std::thread::sleep(pause);
+        for piece in pattern(size).chunks(1499) {
+            sink.write_all(piece).expect("write");
         }
         let meta = FileMeta {
             packets: Some(seq as u64),
@@ -1014,9 +998,6 @@ mod tests {
             prefix.clone(),
             nightcap_storage::UploadOptions {
                 part_size: 5 << 20,
-                // Every part of the first file may wait: the writer is faster than the store
-                // here, and giving up is tested in the storage crate.
-                max_concurrent_parts: 4,
                 ..Default::default()
             },
         ));
@@ -1030,15 +1011,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let w = Writer::start(tx, false, Some(live)).expect("writer");
-        // Three parts and a bit, at a pace the hasher keeps up with.
+        // Three parts and a bit, as fast as the writer goes.
         let size = 3 * (5 << 20) + 12_345;
-        write_paced(
-            &w,
-            dir.path(),
-            0,
-            size,
-            std::time::Duration::from_millis(20),
-        );
+        write_one(&w, dir.path(), 0, size);
         let first = rx.blocking_recv().expect("first file closed");
         // A file now waits for an upload from disk: the next one is not uploaded live either,
         // and is counted as one more.
@@ -1056,7 +1031,11 @@ mod tests {
             .expect("the first file was uploaded while written");
         let up = rt.block_on(done.wait()).expect("uploaded");
         assert!(up.multipart);
-        assert_eq!(Some(up.sha256), first.sums.map(|s| s.sha256));
+        // Hashed by its upload, not by the hasher thread.
+        assert!(first.sums.is_none());
+        let mut sums = SumsBuilder::default();
+        sums.update(&pattern(size));
+        assert_eq!(up.sha256, sums.finish().sha256);
         let got = rt
             .block_on(async { store.get(&first.key.to_path(&prefix)).await?.bytes().await })
             .expect("in storage");

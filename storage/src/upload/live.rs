@@ -10,9 +10,10 @@
 //! reads reach the disk once the pages are gone); nothing is aborted and nothing waits on the
 //! writer's side.
 //!
-//! The bytes sent are checked against the writer's [`FileSums`] (length and CRC-64) at the end:
-//! a difference aborts the upload ([`Error::FileChanged`]). A file no larger than one part goes up
-//! in one PUT with all attributes. A larger one is a multipart upload, which must declare its
+//! The task computes the SHA-256 of the parts as it reads them, on the blocking pool at the
+//! runtime's priority, so the writer need not hash the file at all; at the end the bytes sent
+//! must be as many as the file holds ([`Error::FileChanged`] otherwise). A file no larger than
+//! one part goes up in one PUT with all attributes. A larger one is a multipart upload, which must declare its
 //! attributes before the first part: it records the content type, start and pods
 //! ([`FileMeta::to_attributes_unhashed`]) but not the SHA-256, packets or end, which are only
 //! known at the end (the PacketCapture status records them).
@@ -28,7 +29,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use crc_fast::CrcAlgorithm;
 use futures::{StreamExt, stream::FuturesUnordered};
 use object_store::{MultipartUpload, PutPayload, UploadPart, path::Path};
 use tokio::sync::{Notify, oneshot};
@@ -39,7 +39,7 @@ use crate::{
     error::{Error, Result},
     layout::CaptureKey,
     meta::FileMeta,
-    upload::{FileSums, UploadedFile},
+    upload::{SumsBuilder, UploadedFile},
 };
 
 /// Why a [`LiveUpload`] stopped.
@@ -73,10 +73,10 @@ struct Progress {
     too_large: AtomicBool,
 }
 
-/// The end of a file: its sums and closed metadata.
+/// The end of a file: its length and closed metadata.
 #[derive(Debug)]
 struct End {
-    sums: FileSums,
+    len: u64,
     meta: FileMeta,
 }
 
@@ -169,12 +169,12 @@ impl LiveUpload {
         Ok(())
     }
 
-    /// The file is complete (and holds `sums.len` bytes): sends the rest and completes the
-    /// upload; `sums` are those of every byte written, `meta` the closed file's.
-    pub fn finish(self, sums: FileSums, meta: FileMeta) -> LiveDone {
-        self.progress.len.fetch_max(sums.len, Ordering::SeqCst);
+    /// The file is complete and holds `len` bytes: sends the rest and completes the upload;
+    /// `meta` is the closed file's.
+    pub fn finish(self, len: u64, meta: FileMeta) -> LiveDone {
+        self.progress.len.fetch_max(len, Ordering::SeqCst);
         // A task gone already has put its error in `done`.
-        let _ = self.end.send(End { sums, meta });
+        let _ = self.end.send(End { len, meta });
         LiveDone {
             key: self.key,
             done: self.done,
@@ -211,7 +211,7 @@ impl Task {
         }
         let mut sending: Option<Sending> = None;
         let mut sent = 0u64;
-        let mut crc = crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme);
+        let mut sums = SumsBuilder::default();
         let mut end: Option<End> = None;
         let mut ended = false;
         let r = loop {
@@ -220,13 +220,13 @@ impl Task {
             // Every complete part with more bytes after it (the last part is never empty).
             if len.saturating_sub(sent) > self.part_size as u64 {
                 if busy < self.limit {
-                    if let Err(e) = self.send_part(&mut sending, &mut sent, &mut crc).await {
+                    if let Err(e) = self.send_part(&mut sending, &mut sent, &mut sums).await {
                         break Err(e);
                     }
                     continue;
                 }
             } else if let Some(e) = end.take() {
-                break self.complete(&mut sending, sent, crc, e).await.map(Some);
+                break self.complete(&mut sending, sent, sums, e).await.map(Some);
             }
             let wake = {
                 let in_flight = sending.as_mut().map(|s| &mut s.in_flight);
@@ -269,19 +269,19 @@ impl Task {
         }
     }
 
-    /// Reads `[sent, sent + len)` of the file on the blocking pool, adding it to `crc`.
+    /// Reads `[sent, sent + len)` of the file on the blocking pool, adding it to `sums`.
     async fn read(
         &self,
         sent: u64,
         len: usize,
-        mut crc: crc_fast::Digest,
-    ) -> Result<(PartBuf, crc_fast::Digest)> {
+        mut sums: SumsBuilder,
+    ) -> Result<(PartBuf, SumsBuilder)> {
         let mut buf = self.up.parts.take(len);
         let file = self.file.clone();
         let read = tokio::task::spawn_blocking(move || {
             file.read_exact_at(buf.full(), sent)?;
-            crc.update(buf.as_ref());
-            Ok::<_, std::io::Error>((buf, crc))
+            sums.update(buf.as_ref());
+            Ok::<_, std::io::Error>((buf, sums))
         })
         .await
         .map_err(std::io::Error::other)
@@ -296,7 +296,7 @@ impl Task {
         &self,
         sending: &mut Option<Sending>,
         sent: &mut u64,
-        crc: &mut crc_fast::Digest,
+        sums: &mut SumsBuilder,
     ) -> Result<()> {
         let parts = sending.as_ref().map_or(0, |s| s.parts);
         // The last part is still to come.
@@ -323,9 +323,10 @@ impl Task {
                 })
             }
         };
-        let digest = std::mem::replace(crc, crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme));
-        let (part, digest) = self.read(*sent, self.part_size, digest).await?;
-        *crc = digest;
+        let (part, more) = self
+            .read(*sent, self.part_size, std::mem::take(sums))
+            .await?;
+        *sums = more;
         *sent += part.len() as u64;
         started.parts += 1;
         let put = started
@@ -335,26 +336,24 @@ impl Task {
         Ok(())
     }
 
-    /// Sends the last part (`end.sums.len - sent` bytes, at most one part) and completes.
-    /// On an error before the last part, `sending` is left for the caller to abort.
+    /// Sends the last part (`end.len - sent` bytes, at most one part) and completes. On an
+    /// error before the last part, `sending` is left for the caller to abort.
     async fn complete(
         &self,
         sending: &mut Option<Sending>,
         sent: u64,
-        crc: crc_fast::Digest,
+        sums: SumsBuilder,
         end: End,
     ) -> Result<UploadedFile> {
-        let End { sums, meta } = end;
-        let rest = sums
-            .len
+        let End { len, meta } = end;
+        let rest = len
             .checked_sub(sent)
             .and_then(|r| usize::try_from(r).ok())
             .ok_or_else(|| self.changed())?;
-        let (last, crc) = self.read(sent, rest, crc).await?;
-        if crc.finalize() != sums.crc64 {
-            return Err(self.changed());
-        }
-        let bytes = sums.len;
+        // A file cut shorter than `len` fails the read.
+        let (last, sums) = self.read(sent, rest, sums).await?;
+        let sums = sums.finish();
+        let bytes = len;
         let Some(mut s) = sending.take() else {
             // The whole file fit in one part: one PUT, with every attribute.
             let payload = PutPayload::from(Bytes::from_owner(last));
