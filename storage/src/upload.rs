@@ -133,6 +133,8 @@ pub struct Uploader {
     attributes: AtomicBool,
     /// Part buffers ready for reuse.
     parts: PartPool,
+    /// Parts of live uploads being read or sent, across all of them: `max_concurrent_parts`.
+    live_parts: Arc<tokio::sync::Semaphore>,
 }
 
 impl Uploader {
@@ -142,6 +144,9 @@ impl Uploader {
             store,
             prefix,
             parts: PartPool::new(options.max_concurrent_parts.max(1) + 1),
+            live_parts: Arc::new(tokio::sync::Semaphore::new(
+                options.max_concurrent_parts.max(1),
+            )),
             options,
             attributes: AtomicBool::new(true),
         }

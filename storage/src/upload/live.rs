@@ -5,10 +5,12 @@
 //! file as soon as the part is complete and sends it, and [`LiveUpload::finish`] has it send the
 //! rest and complete. The parts are read right behind the writer, so they come from the page
 //! cache, not the disk, and a file closed at rotation is in storage as soon as its last part is.
-//! Memory is that of an upload from disk: `part_size × (max_concurrent_parts + 1)`, whatever the
-//! file size. When the store is slower than the writer the task simply falls behind (and its
-//! reads reach the disk once the pages are gone); nothing is aborted and nothing waits on the
-//! writer's side.
+//! A part's buffer is taken when its read starts and given back when the store has it; all live
+//! uploads of an [`Uploader`] share `max_concurrent_parts` of them, so memory is
+//! `part_size × max_concurrent_parts` whatever the file size and however many files overlap
+//! (the previous file's last part and the next file's first). When the store is slower than the
+//! writer the task simply falls behind (and its reads reach the disk once the pages are gone);
+//! nothing is aborted and nothing waits on the writer's side.
 //!
 //! The task computes the SHA-256 of the parts as it reads them, on the blocking pool at the
 //! runtime's priority, so the writer need not hash the file at all; at the end the bytes sent
@@ -30,8 +32,11 @@ use std::{
 
 use bytes::Bytes;
 use futures::{StreamExt, stream::FuturesUnordered};
-use object_store::{MultipartUpload, PutPayload, UploadPart, path::Path};
-use tokio::sync::{Notify, oneshot};
+use object_store::{MultipartUpload, PutPayload, path::Path};
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, oneshot},
+    task::JoinHandle,
+};
 use tracing::{debug, info};
 
 use super::{MAX_PARTS, PartBuf, Uploader};
@@ -134,7 +139,6 @@ impl Uploader {
             open_meta: meta,
             progress: progress.clone(),
             part_size: self.options.part_size.max(1),
-            limit: self.options.max_concurrent_parts.max(1),
         };
         runtime.spawn(async move {
             let r = task.run(end_rx).await;
@@ -191,13 +195,40 @@ struct Task {
     open_meta: FileMeta,
     progress: Arc<Progress>,
     part_size: usize,
-    limit: usize,
+}
+
+/// A part's outcome from its task (a task that panicked or was cancelled is an error too).
+fn joined(
+    r: std::result::Result<object_store::Result<()>, tokio::task::JoinError>,
+) -> object_store::Result<()> {
+    r.unwrap_or_else(|e| {
+        Err(object_store::Error::Generic {
+            store: "live upload",
+            source: Box::new(e),
+        })
+    })
+}
+
+impl Sending {
+    /// Sends `part` from a task of its own (so it progresses while the next part waits for a
+    /// buffer), which gives the buffer back when the store has it.
+    fn put(&mut self, part: PartBuf, permit: OwnedSemaphorePermit) {
+        let put = self
+            .upload
+            .put_part(PutPayload::from(Bytes::from_owner(part)));
+        self.in_flight.push(tokio::spawn(async move {
+            let r = put.await;
+            drop(permit);
+            r
+        }));
+    }
 }
 
 /// A started multipart upload and the parts travelling.
 struct Sending {
     upload: Box<dyn MultipartUpload>,
-    in_flight: FuturesUnordered<UploadPart>,
+    /// Each a task holding its buffer's permit until the store has the part.
+    in_flight: FuturesUnordered<JoinHandle<object_store::Result<()>>>,
     parts: u64,
 }
 
@@ -217,14 +248,13 @@ impl Task {
         let r = loop {
             let len = self.progress.len.load(Ordering::SeqCst);
             let busy = sending.as_ref().map_or(0, |s| s.in_flight.len());
-            // Every complete part with more bytes after it (the last part is never empty).
+            // Every complete part with more bytes after it (the last part is never empty); its
+            // read waits for a free buffer.
             if len.saturating_sub(sent) > self.part_size as u64 {
-                if busy < self.limit {
-                    if let Err(e) = self.send_part(&mut sending, &mut sent, &mut sums).await {
-                        break Err(e);
-                    }
-                    continue;
+                if let Err(e) = self.send_part(&mut sending, &mut sent, &mut sums).await {
+                    break Err(e);
                 }
+                continue;
             } else if let Some(e) = end.take() {
                 break self.complete(&mut sending, sent, sums, e).await.map(Some);
             }
@@ -236,7 +266,7 @@ impl Task {
                             Some(f) => f.next().await,
                             None => None,
                         }
-                    }, if busy > 0 => Wake::Part(done),
+                    }, if busy > 0 => Wake::Part(joined(done)),
                     () = self.progress.grew.notified(), if !ended => Wake::Grew,
                     e = &mut end_rx, if !ended => Wake::End(e),
                     else => break Err(Error::LiveStopped {
@@ -269,13 +299,24 @@ impl Task {
         }
     }
 
-    /// Reads `[sent, sent + len)` of the file on the blocking pool, adding it to `sums`.
+    /// Reads `[sent, sent + len)` of the file on the blocking pool, adding it to `sums`, once a
+    /// part buffer is free (its permit comes with it).
     async fn read(
         &self,
         sent: u64,
         len: usize,
         mut sums: SumsBuilder,
-    ) -> Result<(PartBuf, SumsBuilder)> {
+    ) -> Result<(PartBuf, OwnedSemaphorePermit, SumsBuilder)> {
+        let permit = self
+            .up
+            .live_parts
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::LiveStopped {
+                key: self.path.to_string(),
+                reason: "the uploader is closed".into(),
+            })?;
         let mut buf = self.up.parts.take(len);
         let file = self.file.clone();
         let read = tokio::task::spawn_blocking(move || {
@@ -286,10 +327,11 @@ impl Task {
         .await
         .map_err(std::io::Error::other)
         .and_then(|r| r);
-        read.map_err(|source| Error::LocalIo {
+        let (buf, sums) = read.map_err(|source| Error::LocalIo {
             path: self.local.clone(),
             source,
-        })
+        })?;
+        Ok((buf, permit, sums))
     }
 
     async fn send_part(
@@ -323,16 +365,13 @@ impl Task {
                 })
             }
         };
-        let (part, more) = self
+        let (part, permit, more) = self
             .read(*sent, self.part_size, std::mem::take(sums))
             .await?;
         *sums = more;
         *sent += part.len() as u64;
         started.parts += 1;
-        let put = started
-            .upload
-            .put_part(PutPayload::from(Bytes::from_owner(part)));
-        started.in_flight.push(put);
+        started.put(part, permit);
         Ok(())
     }
 
@@ -351,7 +390,7 @@ impl Task {
             .and_then(|r| usize::try_from(r).ok())
             .ok_or_else(|| self.changed())?;
         // A file cut shorter than `len` fails the read.
-        let (last, sums) = self.read(sent, rest, sums).await?;
+        let (last, permit, sums) = self.read(sent, rest, sums).await?;
         let sums = sums.finish();
         let bytes = len;
         let Some(mut s) = sending.take() else {
@@ -374,12 +413,13 @@ impl Task {
             });
         };
         let finished = async {
-            if !last.is_empty() {
-                s.in_flight
-                    .push(s.upload.put_part(PutPayload::from(Bytes::from_owner(last))));
+            if last.is_empty() {
+                drop(permit);
+            } else {
+                s.put(last, permit);
             }
             while let Some(done) = s.in_flight.next().await {
-                done?;
+                joined(done)?;
             }
             s.upload.complete().await
         };
