@@ -177,6 +177,18 @@ struct Row {
     rss: f64,
     /// nightcap: longest time from a file's rotation to its upload being confirmed.
     upload_latency_ms: Option<u64>,
+    /// nightcap: CPU seconds from the flood's start to the process's exit (the uploads it
+    /// finishes after SIGTERM included; `cpu` stops at SIGTERM).
+    cpu_to_exit: Option<f64>,
+}
+
+/// User + system CPU seconds of the children reaped so far.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -349,7 +361,9 @@ fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
         r.dropped = num("packets dropped by kernel");
     }
     if let (Some(c), Some(r)) = (nightcap, nc.as_mut()) {
+        let before = children_cpu();
         let out = c.wait_with_output().expect("nightcap exits");
+        r.cpu_to_exit = Some(children_cpu() - before - n0);
         let json: serde_json::Value =
             serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         r.captured = json["packets_written"].as_u64().unwrap_or(0);
@@ -431,6 +445,14 @@ fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
         {
             println!(
                 "| {name} | nightcap: longest time from rotation to the file in storage: {ms} ms |||||||||"
+            );
+        }
+        if let Some(r) = &run.nightcap
+            && let Some(total) = r.cpu_to_exit
+        {
+            println!(
+                "| {name} | nightcap: CPU until it exited (uploads after SIGTERM included): {total:.3} s, {:.0} ns / captured pkt |||||||||",
+                1e9 * total / r.captured.max(1) as f64
             );
         }
         let t = run

@@ -79,15 +79,15 @@ pub struct CaptureArgs {
     /// Uploads read closed files with O_DIRECT either way.
     #[arg(long, env = "NIGHTCAP_SPOOL_DIRECT_IO", default_value_t = false, action = clap::ArgAction::Set)]
     pub spool_direct_io: bool,
-    /// `true`: upload each file while it is written — parts go to storage from memory as they
-    /// fill, so a closed file is in storage as soon as its last part is (tens of ms instead of
-    /// hundreds at 1 Gbit/s), nothing is read back from the spool, and less CPU is spent; it
-    /// costs two more upload parts of memory while capturing (+10 MiB with the defaults). A
-    /// file whose upload falls behind or fails, and every file while others wait in the spool,
-    /// is uploaded from the spool once closed. Objects larger than one part then carry no
+    /// `true` (default): upload each file while it is written — each part is read from the
+    /// spool file right behind the writer (from the page cache) and sent, so a closed file is
+    /// in storage as soon as its last part is (tens of ms instead of hundreds at 1 Gbit/s),
+    /// with the SHA-256 computed by the upload. Objects larger than one part then carry no
     /// `nightcap-sha256`/packets/end metadata (unknown when the upload starts; the
-    /// PacketCapture status has them). `false` (default): upload closed files from the spool.
-    #[arg(long, env = "NIGHTCAP_UPLOAD_WHILE_WRITING", default_value_t = false, action = clap::ArgAction::Set)]
+    /// PacketCapture status has them). A file whose upload fails, and every file while others
+    /// wait for an upload from the spool, is uploaded from the spool once closed. Not with
+    /// `--spool-direct-io=true`. `false`: upload closed files from the spool.
+    #[arg(long, env = "NIGHTCAP_UPLOAD_WHILE_WRITING", default_value_t = true, action = clap::ArgAction::Set)]
     pub upload_while_writing: bool,
     /// Namespace component of the object keys.
     #[arg(long, env = "NIGHTCAP_NAMESPACE", default_value = "local")]
@@ -440,8 +440,8 @@ mod tests {
         let args = parse(&[]);
         assert!(!args.spool_direct_io, "write-behind spool by default");
         assert!(
-            !args.upload_while_writing,
-            "closed files are uploaded from the spool by default"
+            args.upload_while_writing,
+            "files are uploaded while written"
         );
         let up = upload_options(&args).expect("defaults are valid");
         assert_eq!(up.max_concurrent_parts, 1);

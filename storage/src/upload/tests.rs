@@ -772,3 +772,36 @@ async fn a_live_upload_stops_before_ten_thousand_parts() {
     };
     assert_eq!(stop, LiveStop::TooLarge);
 }
+
+#[test]
+fn live_reads_copy_cached_pages_and_read_the_rest_directly() {
+    use nightcap_testsupport::util::{drop_from_page_cache, page_cache_resident};
+    let dir = tempfile::tempdir().expect("tempdir");
+    if !direct_io_supported(&dir) {
+        eprintln!("skipped: the temp directory's file system refuses O_DIRECT");
+        return;
+    }
+    let bytes = data(3 << 20);
+    let local = write_tmp(&dir, "parts", &bytes);
+    let file = std::fs::File::open(&local).expect("open");
+    let direct = live::open_direct(&local).expect("O_DIRECT");
+    let read = |offset: usize, len: usize| {
+        let mut part = PartBuf::detached(len);
+        live::read_part(&file, Some(&direct), part.full(), offset as u64).expect("read");
+        assert!(
+            part.as_ref() == &bytes[offset..offset + len],
+            "{offset}+{len}"
+        );
+    };
+    // Not cached: read directly, and the cache stays empty.
+    drop_from_page_cache(&local).expect("evict");
+    read(1 << 20, 1 << 20);
+    assert_eq!(page_cache_resident(&local).expect("mincore"), 0);
+    // An unaligned range goes through the page cache.
+    read(4097, 10_000);
+    assert!(page_cache_resident(&local).expect("mincore") > 0);
+    // Cached (the first MiB, read buffered): copied from the page cache.
+    drop_from_page_cache(&local).expect("evict");
+    std::fs::read(&local).expect("read through the cache");
+    read(0, 3 << 20);
+}
