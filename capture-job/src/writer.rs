@@ -170,6 +170,10 @@ pub(crate) struct Live {
     pub(crate) active: Arc<AtomicUsize>,
 }
 
+/// A live upload further behind the writer than this is given up (the file goes through the
+/// spool): its parts would have left the write-behind window.
+const MAX_LAG: u64 = WRITE_BEHIND * 3 / 4;
+
 /// Most live uploads at once: the file being written and the previous one finishing.
 const MAX_LIVE: usize = 2;
 
@@ -204,9 +208,11 @@ impl Live {
         };
         self.active.fetch_add(1, Ordering::SeqCst);
         let slot = Slot(self.active.clone());
+        // Parts are read while they are still in the write-behind window (the page cache).
         let upload = self
             .uploader
-            .live(&self.runtime, key, meta, partial.to_path_buf(), reader);
+            .live(&self.runtime, key, meta, partial.to_path_buf(), reader)
+            .max_lag(MAX_LAG);
         Some(LiveFile { upload, slot })
     }
 

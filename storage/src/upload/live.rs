@@ -55,6 +55,8 @@ pub enum LiveStop {
     Failed,
     /// The file outgrew the most parts a multipart upload may have (10 000).
     TooLarge,
+    /// The upload fell further behind the writer than [`LiveUpload::max_lag`] allows.
+    Behind,
 }
 
 impl std::fmt::Display for LiveStop {
@@ -62,6 +64,7 @@ impl std::fmt::Display for LiveStop {
         f.write_str(match self {
             Self::Failed => "the upload failed",
             Self::TooLarge => "the file is larger than 10 000 parts",
+            Self::Behind => "the upload fell behind the capture",
         })
     }
 }
@@ -76,6 +79,8 @@ struct Progress {
     /// Set by the task when it stopped.
     stopped: AtomicBool,
     too_large: AtomicBool,
+    /// Bytes the task has read so far.
+    read: AtomicU64,
 }
 
 /// The end of a file: its length and closed metadata.
@@ -93,6 +98,7 @@ pub struct LiveUpload {
     progress: Arc<Progress>,
     end: oneshot::Sender<End>,
     done: oneshot::Receiver<Result<UploadedFile>>,
+    max_lag: u64,
 }
 
 /// The outcome of a finished [`LiveUpload`].
@@ -155,14 +161,27 @@ impl Uploader {
             progress,
             end,
             done,
+            max_lag: u64::MAX,
         }
     }
 }
 
 impl LiveUpload {
+    /// Gives up ([`LiveStop::Behind`] from [`LiveUpload::grown`]) once the file is more than
+    /// `bytes` ahead of what the upload has read: its reads would no longer find the pages in
+    /// the page cache, and a store or runtime that slow is better served by one read of the
+    /// closed file. Default: never.
+    pub fn max_lag(mut self, bytes: u64) -> Self {
+        self.max_lag = bytes;
+        self
+    }
+
     /// The file now holds `len` bytes. Never blocks; an error says the upload stopped (the
     /// caller drops it and uploads the file once it is closed).
     pub fn grown(&self, len: u64) -> std::result::Result<(), LiveStop> {
+        if len.saturating_sub(self.progress.read.load(Ordering::Relaxed)) > self.max_lag {
+            return Err(LiveStop::Behind);
+        }
         if self.progress.stopped.load(Ordering::Relaxed) {
             return Err(if self.progress.too_large.load(Ordering::Relaxed) {
                 LiveStop::TooLarge
@@ -442,6 +461,7 @@ impl Task {
             .await?;
         *sums = more;
         *sent += part.len() as u64;
+        self.progress.read.store(*sent, Ordering::Relaxed);
         started.parts += 1;
         started.put(part, permit);
         Ok(())

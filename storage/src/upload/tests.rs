@@ -727,6 +727,16 @@ async fn a_stalled_store_never_holds_up_the_writer_and_holds_few_parts() {
         .expect("uploaded");
     assert_eq!(res.bytes, bytes.len() as u64);
     assert_eq!(started.load(AtOrd::SeqCst), 9);
+
+    // With a lag limit, the writer hears that the upload is behind instead.
+    open.send_replace(false);
+    let mut file = Growing::new(&dir, "lagging");
+    let live = file
+        .live(&up, 2, FileMeta::default())
+        .max_lag(3 * part as u64);
+    use std::io::Write;
+    file.file.write_all(&bytes).expect("write");
+    assert_eq!(live.grown(bytes.len() as u64), Err(LiveStop::Behind));
 }
 
 #[test]
