@@ -71,6 +71,9 @@ pub struct Summary {
     pub max_upload_latency_ms: Option<u64>,
     /// Files uploaded while they were written (the rest were read back from the spool).
     pub files_uploaded_live: u64,
+    /// Files published into a local store by hard link (no copy: the spool is on the same file
+    /// system).
+    pub files_linked: u64,
     /// Why it stopped.
     pub stop: StopReason,
 }
@@ -114,7 +117,9 @@ impl Capture {
             ..Default::default()
         };
         let used = counters.used.clone();
-        let live = opts.upload.live.then(|| crate::writer::Live {
+        // Files linked into a local store are not copied at all: nothing to upload while writing.
+        let linked = uploader.links_from(&opts.engine.spool_dir);
+        let live = (opts.upload.live && !linked).then(|| crate::writer::Live {
             uploader: uploader.clone(),
             runtime: tokio::runtime::Handle::current(),
             disk_backlog: counters.disk_backlog.clone(),
@@ -296,6 +301,7 @@ impl Capture {
                 .max_upload_latency
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             files_uploaded_live: report.uploaded_live,
+            files_linked: report.linked,
             stop: stats.stop,
         })
     }

@@ -372,6 +372,20 @@ pub fn run(args: CaptureArgs) -> Result<()> {
     Ok(())
 }
 
+/// The uploader for an opened store: a local directory gets closed files by hard link where the
+/// spool is on the same file system (no copy), everything else gets them uploaded.
+pub(crate) fn uploader_for(
+    config: &StoreConfig,
+    opened: &nightcap_storage::Store,
+    options: UploadOptions,
+) -> Result<Uploader> {
+    let up = Uploader::new(opened.store.clone(), opened.prefix.clone(), options);
+    Ok(match config {
+        StoreConfig::Local(c) => up.link_into(&c.path)?,
+        _ => up,
+    })
+}
+
 async fn capture(plan: Plan, output: &str) -> Result<Summary> {
     // Before anything is captured: a SIGTERM from the first moment on closes and uploads the
     // open file (installed after the first target, a signal in between killed the process).
@@ -383,11 +397,7 @@ async fn capture(plan: Plan, output: &str) -> Result<Summary> {
     if opened.backend == "local" {
         probe(&opened.store, output).await?;
     }
-    let uploader = Arc::new(Uploader::new(
-        opened.store.clone(),
-        opened.prefix.clone(),
-        plan.upload,
-    ));
+    let uploader = Arc::new(uploader_for(&plan.store, &opened, plan.upload)?);
     let spool_dir = plan.opts.engine.spool_dir.clone();
     let spool_existed = spool_dir.exists();
     let capture = Capture::start(plan.opts, uploader, opened.store, opened.prefix)?;

@@ -187,6 +187,8 @@ pub struct UploadReport {
     pub max_upload_latency: Option<Duration>,
     /// Files uploaded while they were written (the others were read back from the spool).
     pub uploaded_live: u64,
+    /// Files published by hard link into a local store.
+    pub linked: u64,
 }
 
 /// Counters the uploader shares with the capture.
@@ -274,6 +276,7 @@ pub async fn run_uploader(
             Ok(up) => {
                 backoff = Duration::from_millis(250);
                 report.uploaded_live += u64::from(was_live);
+                report.linked += u64::from(up.linked);
                 if !was_live {
                     // Counted when it started without (or lost) its live upload.
                     let _ = disk_backlog

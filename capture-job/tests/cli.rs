@@ -26,6 +26,42 @@ fn s3_env(cmd: &mut Command, s3: &S3Server) {
         .env_remove("NIGHTCAP_FILTER");
 }
 
+/// Starts `cmd` (stdout and stderr piped) and waits until its ring is attached (the log line),
+/// passing the log through.
+fn start_capturing(cmd: &mut Command) -> std::process::Child {
+    let mut child = cmd.spawn().expect("start nightcap-capture");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if line.contains("Capturing on target") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("nightcap-capture attaches to the pod");
+    child
+}
+
+/// Waits for `child` to exit successfully and parses its one JSON line.
+fn summary_line(child: &mut std::process::Child) -> serde_json::Value {
+    let status = child.wait().expect("wait");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read stdout");
+    assert!(status.success(), "exit {status}, stdout {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line: {out}");
+    serde_json::from_str(lines[0]).expect("JSON")
+}
+
 #[test]
 fn sigterm_mid_file_uploads_the_open_file_to_s3() {
     require_root();
@@ -41,39 +77,14 @@ fn sigterm_mid_file_uploads_the_open_file_to_s3() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     s3_env(&mut cmd, &s3);
-    let mut child = cmd.spawn().expect("start nightcap-capture");
-    // Wait until the ring is attached (the log line), passing the log through.
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            if line.contains("Capturing on target") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("nightcap-capture attaches to the pod");
+    let mut child = start_capturing(&mut cmd);
     pod.send_udp(SocketAddr::new(IpAddr::V4(pod.host_ipv4()), 6100), 50, 64)
         .expect("send");
     // SIGTERM at once: the packets are still in the ring's open block (1 s block timeout),
     // which the capture must wait for and write before closing the file.
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let status = child.wait().expect("wait");
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read stdout");
-    assert!(status.success(), "exit {status}, stdout {out}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 1, "one JSON line: {out}");
-    let summary: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+    let summary = summary_line(&mut child);
     assert_eq!(summary["packets_written"], 50, "{summary}");
     assert_eq!(summary["stop"], "requested");
     let keys = summary["keys"].as_array().expect("keys");
@@ -86,6 +97,52 @@ fn sigterm_mid_file_uploads_the_open_file_to_s3() {
         vec!["6100".to_owned(); 50]
     );
     assert_eq!(std::fs::read_dir(spool.path()).expect("spool").count(), 0);
+}
+
+#[test]
+fn a_file_output_on_the_spool_file_system_gets_the_files_by_hard_link() {
+    use std::os::unix::fs::MetadataExt;
+    require_root();
+    let pod = NetnsPod::new();
+    let dir = tempdir("cli-link");
+    let spool = dir.path().join("spool");
+    let out = dir.path().join("out");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--netns", pod.name(), "--filter", "udp dst port 6101"])
+        .args(["--output", &format!("file://{}", out.display())])
+        .arg("--spool-dir")
+        .arg(&spool)
+        .args(["--rotate-bytes", "256KiB", "--name", "linked"])
+        .env_remove("NIGHTCAP_FILTER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = start_capturing(&mut cmd);
+    pod.send_udp(
+        SocketAddr::new(IpAddr::V4(pod.host_ipv4()), 6101),
+        1000,
+        1000,
+    )
+    .expect("send");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let summary = summary_line(&mut child);
+    assert_eq!(summary["packets_written"], 1000, "{summary}");
+    let files = summary["files"].as_u64().expect("files");
+    assert!(files >= 3, "{summary}");
+    // Every file published by link, none copied or uploaded while written.
+    assert_eq!(summary["files_linked"], files, "{summary}");
+    assert_eq!(summary["files_uploaded_live"], 0, "{summary}");
+    let mut ports = Vec::new();
+    for key in summary["keys"].as_array().expect("keys") {
+        let object = out.join(key.as_str().expect("key"));
+        // The spool's name for it is gone: the object is the only link to the file.
+        assert_eq!(std::fs::metadata(&object).expect("object").nlink(), 1);
+        ports.extend(tshark(&object, &["udp.dstport"]));
+    }
+    assert_eq!(ports, vec!["6101".to_owned(); 1000]);
+    assert_eq!(pcapng_files(&out).len() as u64, files);
+    assert_eq!(std::fs::read_dir(&spool).expect("spool").count(), 0);
 }
 
 fn assert_fails(args: &[&str], spool: &Path, out: &Path, want: &str) {

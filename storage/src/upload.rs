@@ -121,6 +121,9 @@ pub struct UploadedFile {
     /// Whether the SHA-256 and metadata were stored as object attributes (false on backends
     /// without attributes, such as the local file system).
     pub attributes_stored: bool,
+    /// Whether the file was published by a hard link instead of copied (a local store on the
+    /// same file system, see [`Uploader::link_into`]).
+    pub linked: bool,
 }
 
 /// Uploads local files under a store's prefix.
@@ -135,6 +138,8 @@ pub struct Uploader {
     parts: PartPool,
     /// Parts of live uploads being read or sent, across all of them: `max_concurrent_parts`.
     live_parts: Arc<tokio::sync::Semaphore>,
+    /// Where files are linked instead of copied (a local store).
+    link: Option<link::LinkTarget>,
 }
 
 impl Uploader {
@@ -149,6 +154,7 @@ impl Uploader {
             )),
             options,
             attributes: AtomicBool::new(true),
+            link: None,
         }
     }
 
@@ -227,6 +233,9 @@ impl Uploader {
                 source,
             })
         };
+        if let Some(up) = self.try_link(local, path, sums).await? {
+            return Ok(up);
+        }
         let size = tokio::fs::metadata(local).await.map_err(io)?.len();
         if sums.is_some_and(|s| s.len != size) {
             return Err(changed(local, path));
@@ -286,6 +295,7 @@ impl Uploader {
             multipart: false,
             attempts: 1,
             attributes_stored: stored,
+            linked: false,
         })
     }
 
@@ -327,6 +337,7 @@ impl Uploader {
             multipart: true,
             attempts: 1,
             attributes_stored: stored,
+            linked: false,
         })
     }
 
@@ -744,6 +755,7 @@ pub fn is_transient(e: &object_store::Error) -> bool {
     )
 }
 
+mod link;
 mod live;
 pub use live::{LiveDone, LiveStop, LiveUpload};
 

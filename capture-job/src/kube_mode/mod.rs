@@ -30,7 +30,7 @@ use nightcap_api::{
     validation::DEFAULT_DURATION,
 };
 use nightcap_ebpf::RingConfig;
-use nightcap_storage::{StoreConfig, Uploader};
+use nightcap_storage::StoreConfig;
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -340,12 +340,13 @@ fn start(
     args: &CaptureArgs,
     opts: CaptureOptions,
 ) -> Result<(Arc<Capture>, nightcap_storage::Lister)> {
-    let store = StoreConfig::from_url(&args.output)?.open()?;
-    let uploader = Arc::new(Uploader::new(
-        store.store.clone(),
-        store.prefix.clone(),
+    let config = StoreConfig::from_url(&args.output)?;
+    let store = config.open()?;
+    let uploader = Arc::new(crate::cli::uploader_for(
+        &config,
+        &store,
         crate::cli::upload_options(args)?,
-    ));
+    )?);
     let lister = nightcap_storage::Lister::new(store.store.clone(), store.prefix.clone());
     let capture = Capture::start(opts, uploader, store.store, store.prefix)?;
     Ok((Arc::new(capture), lister))

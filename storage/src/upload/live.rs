@@ -502,6 +502,7 @@ impl Task {
                 multipart: false,
                 attempts: 1,
                 attributes_stored: stored,
+                linked: false,
             });
         };
         let finished = async {
@@ -527,6 +528,7 @@ impl Task {
                     attempts: 1,
                     // Declared before the SHA-256 was known: not all of them.
                     attributes_stored: false,
+                    linked: false,
                 })
             }
             Err(e) => {

@@ -815,3 +815,134 @@ fn live_reads_copy_cached_pages_and_read_the_rest_directly() {
     std::fs::read(&local).expect("read through the cache");
     read(0, 3 << 20);
 }
+
+fn ino(p: &FsPath) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).expect("metadata").ino()
+}
+
+/// Names in `dir` and below, relative to it.
+fn tree(dir: &FsPath) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            if e.file_type().expect("file type").is_dir() {
+                todo.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).expect("below").to_path_buf();
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_local_store_on_the_same_file_system_links_files_instead_of_copying() {
+    let spool = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(root.path()).expect("local fs"));
+    let prefix = KeyPrefix::new("caps").expect("prefix");
+    let up = Uploader::new(store.clone(), prefix.clone(), small_parts())
+        .link_into(root.path())
+        .expect("link target");
+    assert!(up.links_from(spool.path()));
+    // With sums from the writer, without (a leftover: hashed here), small and multipart-sized,
+    // and a key that is already there (a re-upload after a crash): replaced.
+    for (seq, len, known) in [
+        (1, 5000, true),
+        (2, 300_001, true),
+        (3, 70_000, false),
+        (1, 9, true),
+    ] {
+        let bytes = data(len);
+        let local = write_tmp(&spool, &format!("f{seq}-{len}"), &bytes);
+        let inode = ino(&local);
+        let sums = known.then(|| sums_of(&bytes));
+        let res = up
+            .upload_file_with_sums(&local, &key(seq), &FileMeta::default(), sums.as_ref())
+            .await
+            .expect("publish");
+        assert!(res.linked, "len {len}");
+        assert!(!res.multipart && !res.attributes_stored);
+        assert_eq!(
+            (res.bytes, res.sha256.as_str()),
+            (len as u64, sha(&bytes).as_str())
+        );
+        let path = key(seq).to_path(&prefix);
+        assert_eq!(res.key, path.to_string());
+        let object = root.path().join(path.as_ref());
+        assert_eq!(ino(&object), inode, "the object is the spool file itself");
+        let got = store
+            .get(&path)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
+        assert_eq!(got.as_ref(), bytes.as_slice());
+    }
+    // No staging names left behind; the store lists exactly the three objects.
+    let mut want: Vec<String> = [1, 2, 3]
+        .iter()
+        .map(|s| key(*s).to_path(&prefix).to_string())
+        .collect();
+    want.sort();
+    assert_eq!(tree(root.path()), want);
+    let listed: Vec<_> = store
+        .list(None)
+        .map(|m| m.expect("list").location.to_string())
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(listed.len(), 3);
+    // A run that stopped after publishing but before removing its spool name: the leftover is
+    // the object itself; publishing it again leaves it as it is.
+    let leftover = spool.path().join("f2-300001");
+    let again = up
+        .upload_file(&leftover, &key(2))
+        .await
+        .expect("publish again");
+    assert!(again.linked);
+    assert_eq!(again.sha256, sha(&data(300_001)));
+    assert_eq!(tree(root.path()), want);
+    // A file whose length differs from its sums is refused and nothing is published.
+    let bytes = data(4000);
+    let local = write_tmp(&spool, "changed", &bytes);
+    let err = up
+        .upload_file_with_sums(
+            &local,
+            &key(9),
+            &FileMeta::default(),
+            Some(&sums_of(&bytes[..10])),
+        )
+        .await
+        .expect_err("changed file refused");
+    assert!(matches!(err, Error::FileChanged { .. }), "{err}");
+    assert!(!root.path().join(key(9).to_path(&prefix).as_ref()).exists());
+}
+
+#[tokio::test]
+async fn a_local_store_on_another_file_system_gets_a_copy() {
+    // The spool on tmpfs, the store on the test's disk: linking is impossible, so it copies.
+    let spool = tempfile::tempdir_in("/dev/shm").expect("tempdir on tmpfs /dev/shm");
+    let root = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(root.path()).expect("local fs"));
+    let up = Uploader::new(store.clone(), KeyPrefix::default(), small_parts())
+        .link_into(root.path())
+        .expect("link target");
+    assert!(!up.links_from(spool.path()));
+    let bytes = data(200_000);
+    let local = write_tmp(&spool, "f", &bytes);
+    let res = up.upload_file(&local, &key(1)).await.expect("upload");
+    assert!(!res.linked && res.multipart);
+    let object = root.path().join(key(1).relative());
+    assert_ne!(ino(&object), ino(&local));
+    assert_eq!(std::fs::read(&object).expect("object"), bytes);
+    // Uploaders that were not asked to link never do.
+    let plain = Uploader::new(store, KeyPrefix::default(), small_parts());
+    assert!(!plain.links_from(root.path()));
+}
