@@ -79,14 +79,15 @@ pub struct CaptureArgs {
     /// Uploads read closed files with O_DIRECT either way.
     #[arg(long, env = "NIGHTCAP_SPOOL_DIRECT_IO", default_value_t = false, action = clap::ArgAction::Set)]
     pub spool_direct_io: bool,
-    /// `true` (default): upload each file while it is written — each part is read from the
-    /// spool file right behind the writer (from the page cache) and sent, so a closed file is
-    /// in storage as soon as its last part is (tens of ms instead of hundreds at 1 Gbit/s),
-    /// with the SHA-256 computed by the upload. Objects larger than one part then carry no
-    /// `nightcap-sha256`/packets/end metadata (unknown when the upload starts; the
-    /// PacketCapture status has them). A file whose upload fails, and every file while others
-    /// wait for an upload from the spool, is uploaded from the spool once closed. Not with
-    /// `--spool-direct-io=true`. `false`: upload closed files from the spool.
+    /// `true` (default): upload each file while it is written — the writer's buffers, once
+    /// written to the spool file, are sent as the file's parts (nothing copied or read back),
+    /// so a closed file is in storage as soon as its last part is (tens of ms instead of
+    /// hundreds at 1 Gbit/s), with the SHA-256 computed by the upload. Objects larger than one
+    /// part then carry no `nightcap-sha256`/packets/end metadata (unknown when the upload
+    /// starts; the PacketCapture status has them). A file whose upload fails or falls more
+    /// than two parts behind the capture, and every file while others wait for an upload from
+    /// the spool, is uploaded from the spool once closed. `false`: upload closed files from
+    /// the spool.
     #[arg(long, env = "NIGHTCAP_UPLOAD_WHILE_WRITING", default_value_t = true, action = clap::ArgAction::Set)]
     pub upload_while_writing: bool,
     /// Namespace component of the object keys.

@@ -148,10 +148,13 @@ enum Cmd {
     Close(CloseInfo),
 }
 
-/// Uploading files while they are written ([`LiveUpload`]): the writer thread tells the
-/// upload how far the file has grown after each chunk, and the upload reads each part from the
-/// file (the page cache, right behind the writes) as soon as it is complete, so a closed file is
-/// in storage once its last part is, without reading it back from disk afterwards.
+/// Uploading files while they are written ([`LiveUpload`]): once the writer thread has written
+/// a chunk, it lends the chunk itself to the file's upload (no copy, nothing read back), which
+/// hashes and sends each part as soon as it is complete, so a closed file is in storage once its
+/// last part is. A lent chunk comes back to the pool when the store has its part; the capture
+/// keeps its own [`CHUNKS`] whatever the uploads hold (the pool grows by what is lent), and an
+/// upload holding more than [`Live::max_lent`] chunks is behind the capture: it is dropped (its
+/// chunks come back at once) and the file is uploaded from the spool once closed.
 #[derive(Clone)]
 pub(crate) struct Live {
     pub(crate) uploader: Arc<Uploader>,
@@ -170,10 +173,6 @@ pub(crate) struct Live {
     pub(crate) active: Arc<AtomicUsize>,
 }
 
-/// A live upload further behind the writer than this is given up (the file goes through the
-/// spool): its parts would have left the write-behind window.
-const MAX_LAG: u64 = WRITE_BEHIND * 3 / 4;
-
 /// Most live uploads at once: the file being written and the previous one finishing.
 const MAX_LIVE: usize = 2;
 
@@ -187,33 +186,29 @@ impl std::fmt::Debug for Live {
 }
 
 impl Live {
-    /// A live upload for the file just created at `partial`, unless files wait for an upload
-    /// from disk or enough live uploads run (then this file is counted as one to upload from
-    /// disk too).
-    fn start(&self, key: &CaptureKey, partial: &std::path::Path) -> Option<LiveFile> {
-        let reader = if self.disk_backlog.load(Ordering::SeqCst) == 0
-            && self.active.load(Ordering::SeqCst) < MAX_LIVE
+    /// A live upload for a new file, unless files wait for an upload from disk or enough live
+    /// uploads run (then this file is counted as one to upload from disk too).
+    fn start(&self, key: &CaptureKey) -> Option<LiveFile> {
+        if self.disk_backlog.load(Ordering::SeqCst) > 0
+            || self.active.load(Ordering::SeqCst) >= MAX_LIVE
         {
-            File::open(partial).ok()
-        } else {
-            None
-        };
-        let Some(reader) = reader else {
             self.count_for_disk();
             return None;
-        };
+        }
         let meta = FileMeta {
             start: Some(key.start),
             ..FileMeta::default()
         };
         self.active.fetch_add(1, Ordering::SeqCst);
         let slot = Slot(self.active.clone());
-        // Parts are read while they are still in the write-behind window (the page cache).
-        let upload = self
-            .uploader
-            .live(&self.runtime, key, meta, partial.to_path_buf(), reader)
-            .max_lag(MAX_LAG);
+        let upload = self.uploader.live(&self.runtime, key, meta);
         Some(LiveFile { upload, slot })
+    }
+
+    /// Most chunks all live uploads may hold at once: two parts (one being stored, the next
+    /// being gathered) and two chunks more. An upload that would need more is behind.
+    fn max_lent(&self) -> usize {
+        2 * self.uploader.options().part_size.div_ceil(CHUNK) + 2
     }
 
     /// Counts the open file as one to upload from disk once closed.
@@ -268,6 +263,10 @@ struct Shared {
 
 struct Pool {
     chunks: Vec<Chunk>,
+    /// Chunks in existence: [`CHUNKS`] for the capture plus as many as are lent.
+    allocated: usize,
+    /// Chunks lent to live uploads (see [`Lent`]).
+    lent: usize,
     /// The writer thread has ended: nobody returns chunks any more.
     gone: bool,
     error: Option<Error>,
@@ -290,6 +289,8 @@ impl Writer {
         let shared = Arc::new(Shared {
             free: Mutex::new(Pool {
                 chunks: (0..CHUNKS).map(|_| Chunk::new()).collect(),
+                allocated: CHUNKS,
+                lent: 0,
                 gone: false,
                 error: None,
             }),
@@ -467,6 +468,11 @@ fn take_free(shared: &Shared) -> io::Result<Chunk> {
             c.len = 0;
             return Ok(c);
         }
+        // The capture has its CHUNKS however many are lent to uploads.
+        if pool.allocated < CHUNKS + pool.lent {
+            pool.allocated += 1;
+            return Ok(Chunk::new());
+        }
         if pool.gone {
             return Err(io::Error::other("the file writer thread has stopped"));
         }
@@ -480,6 +486,47 @@ fn take_free(shared: &Shared) -> io::Result<Chunk> {
 fn give_back(shared: &Shared, chunk: Chunk) {
     lock(&shared.free).chunks.push(chunk);
     shared.returned.notify_one();
+}
+
+/// A written chunk lent to a live upload as the bytes of the file it holds; back in the pool
+/// when the upload lets go of it (the store has its part, or the upload was dropped).
+struct Lent {
+    chunk: Option<Chunk>,
+    shared: Arc<Shared>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        self.chunk.as_ref().map_or(&[], Chunk::used)
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(c) = self.chunk.take() {
+            let mut pool = lock(&self.shared.free);
+            pool.lent -= 1;
+            pool.chunks.push(c);
+            drop(pool);
+            self.shared.returned.notify_one();
+        }
+    }
+}
+
+/// Lends `chunk` to a live upload unless `max` are lent already (then it is handed back).
+fn lend(shared: &Arc<Shared>, chunk: Chunk, max: usize) -> Result<bytes::Bytes, Chunk> {
+    let mut pool = lock(&shared.free);
+    if pool.lent >= max {
+        return Err(chunk);
+    }
+    pool.lent += 1;
+    drop(pool);
+    // The capture may be waiting for a chunk: it can have one more now.
+    shared.returned.notify_one();
+    Ok(bytes::Bytes::from_owner(Lent {
+        chunk: Some(chunk),
+        shared: shared.clone(),
+    }))
 }
 
 /// The `Write` end of one open file: fills chunks and queues the full ones.
@@ -741,6 +788,37 @@ impl Syncer {
 }
 
 impl Thread {
+    /// Lends the chunk just written (`written`) to the open file's live upload, if it has one;
+    /// gives the chunk back (None) or returns it for the hasher or the pool. An upload that
+    /// holds too many chunks or has stopped is dropped, and the file counted for the spool.
+    fn lend_to_live(&mut self, chunk: Chunk, written: bool) -> Option<Chunk> {
+        let Some(f) = self.file.as_mut() else {
+            return Some(chunk);
+        };
+        let (Some(l), Some(live)) = (f.live.as_mut(), self.live.as_ref()) else {
+            return Some(chunk);
+        };
+        if !written {
+            return Some(chunk);
+        }
+        let why = match lend(&self.shared, chunk, live.max_lent()) {
+            Ok(bytes) => match l.upload.push(bytes) {
+                Ok(()) => return None,
+                Err(why) => why.to_string(),
+            },
+            Err(chunk) => {
+                give_back(&self.shared, chunk);
+                "the upload fell behind the capture".to_owned()
+            }
+        };
+        info!(reason = %why, "Stopped uploading a file while it is written; it is uploaded once closed.");
+        // Its chunks come back now; the file has no sums (it was not hashed): the spool's
+        // uploader hashes it.
+        f.live = None;
+        live.count_for_disk();
+        None
+    }
+
     /// Whether the open file's chunks still go to the hasher. Capture first: when the hasher
     /// holds chunks the capture thread is waiting for (none free, two or more queued for
     /// hashing), the file is no longer hashed and its upload reads it twice instead.
@@ -778,15 +856,7 @@ impl Thread {
                 Sidecar::for_key(&key).write(&sidecar)?;
                 let (file, direct) = create(&partial, self.direct)
                     .map_err(|e| Error::io(&partial, "creating", e))?;
-                // Parts are read back from the page cache, which O_DIRECT files bypass.
-                let live = match &self.live {
-                    Some(l) if !direct => l.start(&key, &partial),
-                    Some(l) => {
-                        l.count_for_disk();
-                        None
-                    }
-                    None => None,
-                };
+                let live = self.live.as_ref().and_then(|l| l.start(&key));
                 // A file uploaded while written is hashed by its upload, off this path.
                 let hashing = live.is_none();
                 // Unsent only when the hasher is gone, and then no file reaches the uploader.
@@ -811,26 +881,23 @@ impl Thread {
                     // The file failed earlier: the error is already reported.
                     None => Ok(false),
                 };
-                if let Some(f) = self.file.as_mut()
-                    && let Some(l) = &f.live
-                    && let Err(why) = l.upload.grown(f.len)
-                {
-                    info!(reason = %why, "Stopped uploading a file while it is written; it is uploaded once closed.");
-                    f.live = None;
-                    self.live.iter().for_each(Live::count_for_disk);
-                }
-                let hashing = matches!(written, Ok(true)) && self.keep_hashing();
-                if hashing {
-                    // The hasher gives it back once it has hashed it.
-                    self.shared.hash_backlog.fetch_add(1, Ordering::SeqCst);
-                    if let Err(mpsc::SendError(Hash::Data(chunk))) =
-                        self.hash.send(Hash::Data(chunk))
-                    {
+                // Lent to the file's live upload, or hashed, or straight back to the pool.
+                if let Some(chunk) = self.lend_to_live(chunk, matches!(written, Ok(true))) {
+                    let hashing = matches!(written, Ok(true)) && self.keep_hashing();
+                    if hashing {
+                        // The hasher gives it back once it has hashed it.
+                        self.shared.hash_backlog.fetch_add(1, Ordering::SeqCst);
+                        if let Err(mpsc::SendError(Hash::Data(chunk))) =
+                            self.hash.send(Hash::Data(chunk))
+                        {
+                            give_back(&self.shared, chunk);
+                            return Err(Error::Invalid(
+                                "the file hasher thread has stopped".into(),
+                            ));
+                        }
+                    } else {
                         give_back(&self.shared, chunk);
-                        return Err(Error::Invalid("the file hasher thread has stopped".into()));
                     }
-                } else {
-                    give_back(&self.shared, chunk);
                 }
                 if let Some(f) = self.file.as_mut()
                     && !f.direct
@@ -948,6 +1015,11 @@ mod tests {
 
     /// Writes file `seq` in `dir`: `size` bytes of a recognisable pattern, in odd-sized pieces.
     fn write_one(w: &Writer, dir: &std::path::Path, seq: usize, size: usize) {
+        write_paced(w, dir, seq, size, || ());
+    }
+
+    /// [`write_one`], calling `pace` before each piece.
+    fn write_paced(w: &Writer, dir: &std::path::Path, seq: usize, size: usize, pace: impl Fn()) {
         let k = key(seq as u64);
         let name = k.file_name();
         let mut sink = w
@@ -958,6 +1030,7 @@ mod tests {
             )
             .expect("open");
         for piece in pattern(size).chunks(1499) {
+            pace();
             sink.write_all(piece).expect("write");
         }
         let meta = FileMeta {
@@ -989,43 +1062,57 @@ mod tests {
         out
     }
 
-    #[test]
-    fn files_go_live_only_while_none_waits_for_an_upload_from_disk() {
-        use object_store::{ObjectStore, ObjectStoreExt, memory::InMemory};
+    /// A live-upload set-up on a one-worker runtime, parts of 5 MiB, into `store`.
+    fn live_into(store: Arc<dyn object_store::ObjectStore>) -> (tokio::runtime::Runtime, Live) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let prefix = nightcap_storage::KeyPrefix::default();
         let uploader = Arc::new(Uploader::new(
-            store.clone(),
-            prefix.clone(),
+            store,
+            nightcap_storage::KeyPrefix::default(),
             nightcap_storage::UploadOptions {
                 part_size: 5 << 20,
                 ..Default::default()
             },
         ));
-        let backlog = Arc::new(AtomicUsize::new(0));
         let live = Live {
             uploader,
             runtime: rt.handle().clone(),
-            disk_backlog: backlog.clone(),
+            disk_backlog: Arc::default(),
             active: Arc::default(),
         };
+        (rt, live)
+    }
+
+    #[test]
+    fn files_go_live_only_while_none_waits_for_an_upload_from_disk() {
+        use object_store::{ObjectStore, ObjectStoreExt, local::LocalFileSystem};
+        // The local store writes each part out and lets go of its bytes, as S3 does.
+        let bucket = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(bucket.path()).expect("local store"));
+        let (rt, live) = live_into(store.clone());
+        let backlog = live.disk_backlog.clone();
+        // The chunks in the pipeline may all be lent on top of these without reaching the limit.
+        let in_time = live.max_lent() - CHUNKS - 1;
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let w = Writer::start(tx, false, Some(live)).expect("writer");
-        // Three parts and a bit, as fast as the writer goes.
+        // Three parts and a bit, at the pace of the store (this test is not about a store that
+        // falls behind: an unoptimised SHA-256 is slower than the writer).
         let size = 3 * (5 << 20) + 12_345;
-        write_one(&w, dir.path(), 0, size);
+        write_paced(&w, dir.path(), 0, size, || {
+            while lock(&w.shared.free).lent > in_time {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
         let first = rx.blocking_recv().expect("first file closed");
         // A file now waits for an upload from disk: the next one is not uploaded live either,
         // and is counted as one more.
         backlog.store(1, Ordering::SeqCst);
         write_one(&w, dir.path(), 1, 1000);
-        w.finish().expect("no write error");
         let second = rx.blocking_recv().expect("second file closed");
         assert!(
             second.live.is_none(),
@@ -1042,10 +1129,47 @@ mod tests {
         let mut sums = SumsBuilder::default();
         sums.update(&pattern(size));
         assert_eq!(up.sha256, sums.finish().sha256);
+        let prefix = nightcap_storage::KeyPrefix::default();
         let got = rt
             .block_on(async { store.get(&first.key.to_path(&prefix)).await?.bytes().await })
             .expect("in storage");
         assert!(got.as_ref() == pattern(size), "the bytes written, in order");
+        // Every chunk the upload held came back to the writer.
+        assert_eq!(lock(&w.shared.free).lent, 0);
+        w.finish().expect("no write error");
+    }
+
+    #[test]
+    fn an_upload_that_holds_too_many_chunks_is_dropped_and_the_capture_goes_on() {
+        // The in-memory store keeps every part until the upload completes: like a store that
+        // does not keep up, the upload holds more and more of the writer's chunks.
+        let (rt, live) = live_into(Arc::new(object_store::memory::InMemory::new()));
+        let most = live.max_lent();
+        let backlog = live.disk_backlog.clone();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let w = Writer::start(tx, false, Some(live)).expect("writer");
+        // Twice as much as the upload may hold: the capture never waits for the store.
+        let size = 2 * most * CHUNK + 777;
+        write_one(&w, dir.path(), 0, size);
+        let first = rx.blocking_recv().expect("file closed");
+        assert!(first.live.is_none(), "the upload was dropped");
+        assert_eq!(
+            backlog.load(Ordering::SeqCst),
+            1,
+            "the file goes through the spool"
+        );
+        let data = std::fs::read(&first.path).expect("closed file");
+        assert!(data == pattern(size), "the file holds every byte");
+        // The dropped upload gives its chunks back (its task aborts on the runtime).
+        let mut waited = 0;
+        while lock(&w.shared.free).lent > 0 {
+            assert!(waited < 500, "chunks lent to a dropped upload came back");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            waited += 1;
+        }
+        w.finish().expect("no write error");
+        drop(rt);
     }
 
     fn pattern(n: usize) -> Vec<u8> {

@@ -136,8 +136,6 @@ pub struct Uploader {
     attributes: AtomicBool,
     /// Part buffers ready for reuse.
     parts: PartPool,
-    /// Parts of live uploads being read or sent, across all of them: `max_concurrent_parts`.
-    live_parts: Arc<tokio::sync::Semaphore>,
     /// Where files are linked instead of copied (a local store).
     link: Option<link::LinkTarget>,
 }
@@ -149,9 +147,6 @@ impl Uploader {
             store,
             prefix,
             parts: PartPool::new(options.max_concurrent_parts.max(1) + 1),
-            live_parts: Arc::new(tokio::sync::Semaphore::new(
-                options.max_concurrent_parts.max(1),
-            )),
             options,
             attributes: AtomicBool::new(true),
             link: None,

@@ -1,62 +1,52 @@
 //! Uploading a file while it is being written ([`Uploader::live`]).
 //!
-//! The writer tells the upload how far the file has grown ([`LiveUpload::grown`], an atomic
-//! store and a wake-up: it never blocks); a task on the async runtime reads each part from the
-//! file as soon as the part is complete and sends it, and [`LiveUpload::finish`] has it send the
-//! rest and complete. The parts are read right behind the writer, so they come from the page
-//! cache, not the disk, and a file closed at rotation is in storage as soon as its last part is.
-//! A part's buffer is taken when its read starts and given back when the store has it; all live
-//! uploads of an [`Uploader`] share `max_concurrent_parts` of them, so memory is
-//! `part_size × max_concurrent_parts` whatever the file size and however many files overlap
-//! (the previous file's last part and the next file's first). When the store is slower than the
-//! writer the task simply falls behind (and its reads reach the disk once the pages are gone);
-//! nothing is aborted and nothing waits on the writer's side.
+//! The writer hands the upload each piece of the file it has just written
+//! ([`LiveUpload::push`]: the writer's own buffer as [`Bytes`], no copy, and it never blocks).
+//! Pieces are gathered into parts of at least `part_size` bytes (a part goes when the next piece
+//! arrives, so the last part is never empty); a task on the async runtime
+//! computes the SHA-256 of each part (on the blocking pool) and sends it at once, from a task of
+//! its own, so the file is never read back and a file closed at rotation is in storage as soon
+//! as its last part is. A piece's buffer goes back to its owner when the store has the part (the
+//! [`Bytes`] is dropped): the writer sees how much of its memory the upload holds and decides
+//! when the upload is too far behind ([`LiveUpload`] itself never refuses for that).
 //!
-//! The task computes the SHA-256 of the parts as it reads them, on the blocking pool at the
-//! runtime's priority, so the writer need not hash the file at all; at the end the bytes sent
-//! must be as many as the file holds ([`Error::FileChanged`] otherwise). A file no larger than
-//! one part goes up in one PUT with all attributes. A larger one is a multipart upload, which must declare its
+//! [`LiveUpload::finish`] sends the rest and completes: a file no larger than one part goes up
+//! in one PUT with all attributes. A larger one is a multipart upload, which must declare its
 //! attributes before the first part: it records the content type, start and pods
 //! ([`FileMeta::to_attributes_unhashed`]) but not the SHA-256, packets or end, which are only
-//! known at the end (the PacketCapture status records them).
+//! known at the end (the PacketCapture status records them). Dropping a [`LiveUpload`] aborts it:
+//! the parts waiting or travelling are dropped (their buffers go back at once) and the multipart
+//! upload is aborted in the store.
 
-use std::{
-    fs::File,
-    os::unix::fs::FileExt,
-    path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
 };
 
 use bytes::Bytes;
 use futures::{StreamExt, stream::FuturesUnordered};
 use object_store::{MultipartUpload, PutPayload, path::Path};
 use tokio::{
-    sync::{Notify, OwnedSemaphorePermit, oneshot},
+    sync::{Notify, mpsc, oneshot},
     task::JoinHandle,
 };
 use tracing::{debug, info};
 
-use super::{MAX_PARTS, PartBuf, Uploader};
+use super::{MAX_PARTS, Uploader};
 use crate::{
     error::{Error, Result},
     layout::CaptureKey,
     meta::FileMeta,
-    upload::{SumsBuilder, UploadedFile},
+    upload::{FileSums, SumsBuilder, UploadedFile},
 };
 
 /// Why a [`LiveUpload`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiveStop {
-    /// The upload failed (the store refused a request, the file could not be read, or the
-    /// runtime is gone).
+    /// The upload failed (the store refused a request, or the runtime is gone).
     Failed,
     /// The file outgrew the most parts a multipart upload may have (10 000).
     TooLarge,
-    /// The upload fell further behind the writer than [`LiveUpload::max_lag`] allows.
-    Behind,
 }
 
 impl std::fmt::Display for LiveStop {
@@ -64,30 +54,30 @@ impl std::fmt::Display for LiveStop {
         f.write_str(match self {
             Self::Failed => "the upload failed",
             Self::TooLarge => "the file is larger than 10 000 parts",
-            Self::Behind => "the upload fell behind the capture",
         })
     }
 }
 
-/// What the writer and the task share.
+/// What the writer's end and the task share.
 #[derive(Debug, Default)]
-struct Progress {
-    /// Bytes the file holds.
-    len: AtomicU64,
-    /// Wakes the task when `len` grew.
-    grew: Notify,
-    /// Set by the task when it stopped.
+struct State {
+    /// Set by the task when it stopped with an error.
     stopped: AtomicBool,
-    too_large: AtomicBool,
-    /// Bytes the task has read so far.
-    read: AtomicU64,
+    /// The writer dropped the upload: the task drops what it holds and aborts.
+    cancel: Notify,
 }
 
-/// The end of a file: its length and closed metadata.
-#[derive(Debug)]
-struct End {
-    len: u64,
-    meta: FileMeta,
+/// Work for the task.
+enum Msg {
+    /// A complete part.
+    Part(Vec<Bytes>),
+    /// The end of the file: the last piece(s) (possibly none), the file's length and the closed
+    /// file's metadata.
+    End {
+        rest: Vec<Bytes>,
+        len: u64,
+        meta: FileMeta,
+    },
 }
 
 /// A file being uploaded while it is written; dropped without [`LiveUpload::finish`], the
@@ -95,62 +85,64 @@ struct End {
 #[derive(Debug)]
 pub struct LiveUpload {
     key: String,
-    progress: Arc<Progress>,
-    end: oneshot::Sender<End>,
-    done: oneshot::Receiver<Result<UploadedFile>>,
-    max_lag: u64,
+    part_size: usize,
+    /// Pieces not yet making up a part.
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    /// Bytes pushed so far.
+    pushed: u64,
+    /// Parts handed to the task.
+    parts: u64,
+    tx: Option<mpsc::UnboundedSender<Msg>>,
+    done: Option<oneshot::Receiver<Result<UploadedFile>>>,
+    state: Arc<State>,
 }
 
 /// The outcome of a finished [`LiveUpload`].
 #[derive(Debug)]
 pub struct LiveDone {
     key: String,
-    done: oneshot::Receiver<Result<UploadedFile>>,
+    done: Option<oneshot::Receiver<Result<UploadedFile>>>,
 }
 
 impl LiveDone {
     /// Waits for the last part and the completion.
     pub async fn wait(self) -> Result<UploadedFile> {
-        match self.done.await {
-            Ok(r) => r,
-            Err(_) => Err(Error::LiveStopped {
-                key: self.key,
-                reason: "the upload task ended without a result".into(),
-            }),
+        let stopped = |key| Error::LiveStopped {
+            key,
+            reason: "the upload task ended without a result".into(),
+        };
+        match self.done {
+            Some(rx) => rx.await.unwrap_or_else(|_| Err(stopped(self.key))),
+            None => Err(stopped(self.key)),
         }
     }
 }
 
 impl Uploader {
-    /// Starts uploading `key` from `local` while it is written (`file`: open for reading), on
-    /// `runtime`; `meta` is what is known when the file is opened (recorded when the file turns
-    /// out larger than one part).
+    /// Starts uploading `key` while it is written, on `runtime`; `meta` is what is known when
+    /// the file is opened (recorded when the file turns out larger than one part).
     pub fn live(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         key: &CaptureKey,
         meta: FileMeta,
-        local: PathBuf,
-        file: File,
     ) -> LiveUpload {
         let path = key.to_path(&self.prefix);
-        let progress = Arc::new(Progress::default());
-        let (end, end_rx) = oneshot::channel();
+        let state = Arc::new(State::default());
+        let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done) = oneshot::channel();
-        let direct = open_direct(&local).map(Arc::new);
         let task = Task {
-            direct,
             up: self.clone(),
             path: path.clone(),
-            local,
-            file: Arc::new(file),
             open_meta: meta,
-            progress: progress.clone(),
-            part_size: self.options.part_size.max(1),
+            state: state.clone(),
         };
         runtime.spawn(async move {
-            let r = task.run(end_rx).await;
-            task.progress.stopped.store(true, Ordering::SeqCst);
+            let r = task.run(rx).await;
+            if r.is_err() {
+                task.state.stopped.store(true, Ordering::SeqCst);
+            }
             // Nobody listens when the writer gave up (dropped the upload): nothing to report.
             if let Some(r) = r.transpose() {
                 let _ = done_tx.send(r);
@@ -158,51 +150,76 @@ impl Uploader {
         });
         LiveUpload {
             key: path.to_string(),
-            progress,
-            end,
-            done,
-            max_lag: u64::MAX,
+            part_size: self.options.part_size.max(1),
+            pending: Vec::new(),
+            pending_len: 0,
+            pushed: 0,
+            parts: 0,
+            tx: Some(tx),
+            done: Some(done),
+            state,
         }
     }
 }
 
 impl LiveUpload {
-    /// Gives up ([`LiveStop::Behind`] from [`LiveUpload::grown`]) once the file is more than
-    /// `bytes` ahead of what the upload has read: its reads would no longer find the pages in
-    /// the page cache, and a store or runtime that slow is better served by one read of the
-    /// closed file. Default: never.
-    pub fn max_lag(mut self, bytes: u64) -> Self {
-        self.max_lag = bytes;
-        self
-    }
-
-    /// The file now holds `len` bytes. Never blocks; an error says the upload stopped (the
-    /// caller drops it and uploads the file once it is closed).
-    pub fn grown(&self, len: u64) -> std::result::Result<(), LiveStop> {
-        if len.saturating_sub(self.progress.read.load(Ordering::Relaxed)) > self.max_lag {
-            return Err(LiveStop::Behind);
+    /// The next bytes of the file (the upload keeps `bytes` until the store has them). Never
+    /// blocks; an error says the upload stopped (the caller drops it and uploads the file once
+    /// it is closed).
+    pub fn push(&mut self, bytes: Bytes) -> std::result::Result<(), LiveStop> {
+        if self.state.stopped.load(Ordering::Relaxed) {
+            return Err(LiveStop::Failed);
         }
-        if self.progress.stopped.load(Ordering::Relaxed) {
-            return Err(if self.progress.too_large.load(Ordering::Relaxed) {
-                LiveStop::TooLarge
-            } else {
-                LiveStop::Failed
-            });
+        if bytes.is_empty() {
+            return Ok(());
         }
-        self.progress.len.fetch_max(len, Ordering::SeqCst);
-        self.progress.grew.notify_one();
+        // A full part goes once more bytes follow it (the last part is never empty, and a file
+        // of one part goes up in one PUT).
+        if self.pending_len >= self.part_size {
+            // The part after this one is still to come.
+            if self.parts + 1 >= MAX_PARTS {
+                return Err(LiveStop::TooLarge);
+            }
+            self.parts += 1;
+            self.pending_len = 0;
+            let part = std::mem::take(&mut self.pending);
+            self.tx
+                .as_ref()
+                .and_then(|tx| tx.send(Msg::Part(part)).ok())
+                .ok_or(LiveStop::Failed)?;
+        }
+        self.pushed += bytes.len() as u64;
+        self.pending_len += bytes.len();
+        self.pending.push(bytes);
         Ok(())
     }
 
-    /// The file is complete and holds `len` bytes: sends the rest and completes the upload;
-    /// `meta` is the closed file's.
-    pub fn finish(self, len: u64, meta: FileMeta) -> LiveDone {
-        self.progress.len.fetch_max(len, Ordering::SeqCst);
+    /// Bytes pushed so far.
+    pub fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// The file is complete and holds `len` bytes (as many as were pushed, or the upload fails
+    /// with [`Error::LiveStopped`]): sends the rest and completes the upload; `meta` is the
+    /// closed file's.
+    pub fn finish(mut self, len: u64, meta: FileMeta) -> LiveDone {
+        let rest = std::mem::take(&mut self.pending);
         // A task gone already has put its error in `done`.
-        let _ = self.end.send(End { len, meta });
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::End { rest, len, meta });
+        }
         LiveDone {
-            key: self.key,
-            done: self.done,
+            key: std::mem::take(&mut self.key),
+            done: self.done.take(),
+        }
+    }
+}
+
+impl Drop for LiveUpload {
+    fn drop(&mut self) {
+        // Not finished: the task drops its parts and aborts (a stored wake-up if it is busy).
+        if self.tx.is_some() {
+            self.state.cancel.notify_one();
         }
     }
 }
@@ -211,80 +228,8 @@ impl LiveUpload {
 struct Task {
     up: Arc<Uploader>,
     path: Path,
-    local: PathBuf,
-    file: Arc<File>,
-    /// The same file opened with `O_DIRECT` (None where refused): parts no longer in the page
-    /// cache are read with it.
-    direct: Option<Arc<File>>,
     open_meta: FileMeta,
-    progress: Arc<Progress>,
-    part_size: usize,
-}
-
-/// Opens `path` for `O_DIRECT` reads, if the file system allows them.
-pub(super) fn open_direct(path: &std::path::Path) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .ok()
-}
-
-/// Fills `buf` from `file` at `offset`: copied from the page cache when all of it is there
-/// (the usual case, right behind the writer); otherwise, when it starts and ends on a 4 KiB
-/// boundary of an aligned buffer, read with `O_DIRECT` (a cold buffered read costs ~18× the CPU
-/// here, and would fill the cache with pages nobody reads again); else through the page cache.
-pub(super) fn read_part(
-    file: &File,
-    direct: Option<&File>,
-    buf: &mut [u8],
-    offset: u64,
-) -> std::io::Result<()> {
-    let aligned = offset.is_multiple_of(super::ALIGN as u64)
-        && buf.len().is_multiple_of(super::ALIGN)
-        && (buf.as_ptr() as usize).is_multiple_of(super::ALIGN);
-    if let Some(d) = direct.filter(|_| aligned && !cached(file, offset, buf.len())) {
-        match d.read_exact_at(buf, offset) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            other => return other,
-        }
-    }
-    file.read_exact_at(buf, offset)
-}
-
-/// Whether every page of `[offset, offset + len)` of `file` is in the page cache (`mincore` on
-/// a mapping that is never touched); true when that cannot be told.
-fn cached(file: &File, offset: u64, len: usize) -> bool {
-    use std::os::fd::AsRawFd;
-    const PAGE: u64 = 4096;
-    if len == 0 {
-        return true;
-    }
-    let start = offset - offset % PAGE;
-    let Ok(span) = usize::try_from(offset + len as u64 - start) else {
-        return true;
-    };
-    let mut pages = vec![0u8; span.div_ceil(PAGE as usize)];
-    // SAFETY: a read-only mapping of a range the file holds, never dereferenced (so no SIGBUS
-    // even if the file shrank), unmapped before returning; mincore writes one byte per page
-    // into `pages`, which has room for all of them.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            span,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            start as libc::off_t,
-        );
-        if p == libc::MAP_FAILED {
-            return true;
-        }
-        let ok = libc::mincore(p, span, pages.as_mut_ptr()) == 0;
-        libc::munmap(p, span);
-        !ok || pages.iter().all(|v| v & 1 == 1)
-    }
+    state: Arc<State>,
 }
 
 /// A part's outcome from its task (a task that panicked or was cancelled is an error too).
@@ -299,204 +244,187 @@ fn joined(
     })
 }
 
-impl Sending {
-    /// Sends `part` from a task of its own (so it progresses while the next part waits for a
-    /// buffer), which gives the buffer back when the store has it.
-    fn put(&mut self, part: PartBuf, permit: OwnedSemaphorePermit) {
-        let put = self
-            .upload
-            .put_part(PutPayload::from(Bytes::from_owner(part)));
-        self.in_flight.push(tokio::spawn(async move {
-            let r = put.await;
-            drop(permit);
-            r
-        }));
-    }
-}
-
 /// A started multipart upload and the parts travelling.
 struct Sending {
     upload: Box<dyn MultipartUpload>,
-    /// Each a task holding its buffer's permit until the store has the part.
+    /// Each sending one part (holding its bytes until the store has them).
     in_flight: FuturesUnordered<JoinHandle<object_store::Result<()>>>,
-    parts: u64,
+}
+
+impl Sending {
+    /// Sends `part` from a task of its own, so it travels while the next part is hashed.
+    fn put(&mut self, part: Vec<Bytes>) {
+        let put = self
+            .upload
+            .put_part(part.into_iter().collect::<PutPayload>());
+        self.in_flight.push(tokio::spawn(put));
+    }
+
+    /// Stops the parts travelling (their bytes are dropped) and aborts the upload.
+    async fn abort(mut self, path: &Path) {
+        for part in &self.in_flight {
+            part.abort();
+        }
+        if let Err(e) = self.upload.abort().await {
+            debug!(key = %path, error = %e, "Aborting a live upload failed.");
+        }
+    }
+}
+
+/// Why the task's loop ended.
+enum Ended {
+    /// The writer finished the file: the last part and the completion are to come.
+    End {
+        rest: Vec<Bytes>,
+        len: u64,
+        meta: FileMeta,
+    },
+    /// The writer dropped the upload.
+    Dropped,
 }
 
 impl Task {
-    /// Sends parts as they are written; `Ok(None)` when the writer dropped the upload.
-    async fn run(&self, mut end_rx: oneshot::Receiver<End>) -> Result<Option<UploadedFile>> {
-        enum Wake {
-            Part(object_store::Result<()>),
-            Grew,
-            End(std::result::Result<End, oneshot::error::RecvError>),
-        }
+    /// Sends parts as they come; `Ok(None)` when the writer dropped the upload.
+    async fn run(&self, mut rx: mpsc::UnboundedReceiver<Msg>) -> Result<Option<UploadedFile>> {
         let mut sending: Option<Sending> = None;
-        let mut sent = 0u64;
         let mut sums = SumsBuilder::default();
-        let mut end: Option<End> = None;
-        let mut ended = false;
-        let r = loop {
-            let len = self.progress.len.load(Ordering::SeqCst);
-            let busy = sending.as_ref().map_or(0, |s| s.in_flight.len());
-            // Every complete part with more bytes after it (the last part is never empty); its
-            // read waits for a free buffer.
-            if len.saturating_sub(sent) > self.part_size as u64 {
-                if let Err(e) = self.send_part(&mut sending, &mut sent, &mut sums).await {
-                    break Err(e);
-                }
-                continue;
-            } else if let Some(e) = end.take() {
-                break self.complete(&mut sending, sent, sums, e).await.map(Some);
-            }
-            let wake = {
-                let in_flight = sending.as_mut().map(|s| &mut s.in_flight);
-                tokio::select! {
-                    Some(done) = async move {
-                        match in_flight {
-                            Some(f) => f.next().await,
-                            None => None,
-                        }
-                    }, if busy > 0 => Wake::Part(joined(done)),
-                    () = self.progress.grew.notified(), if !ended => Wake::Grew,
-                    e = &mut end_rx, if !ended => Wake::End(e),
-                    else => break Err(Error::LiveStopped {
-                        key: self.path.to_string(),
-                        reason: "internal error: nothing to wait for".into(),
-                    }),
-                }
-            };
-            match wake {
-                Wake::Part(Ok(())) | Wake::Grew => {}
-                Wake::Part(Err(e)) => break Err(self.store_err(e)),
-                Wake::End(Ok(e)) => {
-                    ended = true;
-                    end = Some(e);
-                }
-                // The writer dropped the upload: abort.
-                Wake::End(Err(_)) => break Ok(None),
-            }
-        };
-        match r {
-            Ok(Some(done)) => Ok(Some(done)),
-            other => {
-                if let Some(mut s) = sending
-                    && let Err(e) = s.upload.abort().await
-                {
-                    debug!(key = %self.path, error = %e, "Aborting a live upload failed.");
-                }
-                other
-            }
-        }
-    }
-
-    /// Reads `[sent, sent + len)` of the file on the blocking pool, adding it to `sums`, once a
-    /// part buffer is free (its permit comes with it).
-    async fn read(
-        &self,
-        sent: u64,
-        len: usize,
-        mut sums: SumsBuilder,
-    ) -> Result<(PartBuf, OwnedSemaphorePermit, SumsBuilder)> {
-        let permit = self
-            .up
-            .live_parts
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::LiveStopped {
-                key: self.path.to_string(),
-                reason: "the uploader is closed".into(),
-            })?;
-        let mut buf = self.up.parts.take(len);
-        let file = self.file.clone();
-        let direct = self.direct.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            read_part(&file, direct.as_deref(), buf.full(), sent)?;
-            sums.update(buf.as_ref());
-            Ok::<_, std::io::Error>((buf, sums))
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-        let (buf, sums) = read.map_err(|source| Error::LocalIo {
-            path: self.local.clone(),
-            source,
-        })?;
-        Ok((buf, permit, sums))
-    }
-
-    async fn send_part(
-        &self,
-        sending: &mut Option<Sending>,
-        sent: &mut u64,
-        sums: &mut SumsBuilder,
-    ) -> Result<()> {
-        let parts = sending.as_ref().map_or(0, |s| s.parts);
-        // The last part is still to come.
-        if parts + 1 >= MAX_PARTS {
-            self.progress.too_large.store(true, Ordering::SeqCst);
-            return Err(Error::LiveStopped {
-                key: self.path.to_string(),
-                reason: LiveStop::TooLarge.to_string(),
-            });
-        }
-        let started = match sending {
-            Some(s) => s,
-            None => {
-                let attrs = self.open_meta.to_attributes_unhashed();
-                let (upload, _) = self
-                    .up
-                    .multipart_with(&self.path, attrs)
+        let ended = self.take_parts(&mut rx, &mut sending, &mut sums).await;
+        // Parts not taken yet (a dropped upload) go back to the writer now.
+        drop(rx);
+        let r = match ended {
+            Ok(Ended::End { rest, len, meta }) => {
+                return self
+                    .complete(sending, sums, rest, len, meta)
                     .await
-                    .map_err(|e| self.store_err(e))?;
-                sending.insert(Sending {
-                    upload,
-                    in_flight: FuturesUnordered::new(),
-                    parts: 0,
-                })
+                    .map(Some);
             }
+            Ok(Ended::Dropped) => Ok(None),
+            Err(e) => Err(e),
         };
-        let (part, permit, more) = self
-            .read(*sent, self.part_size, std::mem::take(sums))
-            .await?;
-        *sums = more;
-        *sent += part.len() as u64;
-        self.progress.read.store(*sent, Ordering::Relaxed);
-        started.parts += 1;
-        started.put(part, permit);
-        Ok(())
+        if let Some(s) = sending {
+            s.abort(&self.path).await;
+        }
+        r
     }
 
-    /// Sends the last part (`end.len - sent` bytes, at most one part) and completes. On an
-    /// error before the last part, `sending` is left for the caller to abort.
+    /// Hashes and sends each part as it comes, until the end or the writer drops the upload.
+    async fn take_parts(
+        &self,
+        rx: &mut mpsc::UnboundedReceiver<Msg>,
+        sending: &mut Option<Sending>,
+        sums: &mut SumsBuilder,
+    ) -> Result<Ended> {
+        loop {
+            let busy = sending.as_ref().is_some_and(|s| !s.in_flight.is_empty());
+            let in_flight = sending.as_mut().map(|s| &mut s.in_flight);
+            tokio::select! {
+                biased;
+                () = self.state.cancel.notified() => return Ok(Ended::Dropped),
+                Some(done) = async move {
+                    match in_flight {
+                        Some(f) => f.next().await,
+                        None => None,
+                    }
+                }, if busy => joined(done).map_err(|e| self.store_err(e))?,
+                msg = rx.recv() => match msg {
+                    None => return Ok(Ended::Dropped),
+                    Some(Msg::End { rest, len, meta }) => return Ok(Ended::End { rest, len, meta }),
+                    Some(Msg::Part(part)) => {
+                        let Some(part) = self.hash(part, sums).await? else {
+                            return Ok(Ended::Dropped);
+                        };
+                        let started = match sending.take() {
+                            Some(s) => s,
+                            None => {
+                                let attrs = self.open_meta.to_attributes_unhashed();
+                                let start = self.up.multipart_with(&self.path, attrs);
+                                let upload = tokio::select! {
+                                    biased;
+                                    () = self.state.cancel.notified() => return Ok(Ended::Dropped),
+                                    r = start => r.map_err(|e| self.store_err(e))?.0,
+                                };
+                                Sending {
+                                    upload,
+                                    in_flight: FuturesUnordered::new(),
+                                }
+                            }
+                        };
+                        sending.insert(started).put(part);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Adds `part` to `sums` on the blocking pool; None when the writer dropped the upload
+    /// meanwhile.
+    async fn hash(&self, part: Vec<Bytes>, sums: &mut SumsBuilder) -> Result<Option<Vec<Bytes>>> {
+        let mut taken = std::mem::take(sums);
+        let hashed = tokio::task::spawn_blocking(move || {
+            for piece in &part {
+                taken.update(piece);
+            }
+            (part, taken)
+        });
+        let (part, more) = tokio::select! {
+            biased;
+            () = self.state.cancel.notified() => return Ok(None),
+            r = hashed => r.map_err(|e| Error::LiveStopped {
+                key: self.path.to_string(),
+                reason: format!("hashing a part failed: {e}"),
+            })?,
+        };
+        *sums = more;
+        Ok(Some(part))
+    }
+
+    /// Sends the last part and completes. Anything started is aborted on an error.
     async fn complete(
         &self,
-        sending: &mut Option<Sending>,
-        sent: u64,
-        sums: SumsBuilder,
-        end: End,
+        sending: Option<Sending>,
+        mut sums: SumsBuilder,
+        rest: Vec<Bytes>,
+        len: u64,
+        meta: FileMeta,
     ) -> Result<UploadedFile> {
-        let End { len, meta } = end;
-        let rest = len
-            .checked_sub(sent)
-            .and_then(|r| usize::try_from(r).ok())
-            .ok_or_else(|| self.changed())?;
-        // A file cut shorter than `len` fails the read.
-        let (last, permit, sums) = self.read(sent, rest, sums).await?;
-        let sums = sums.finish();
-        let bytes = len;
-        let Some(mut s) = sending.take() else {
-            // The whole file fit in one part: one PUT, with every attribute.
-            let payload = PutPayload::from(Bytes::from_owner(last));
+        let hashed = match self.hash(rest, &mut sums).await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(Error::LiveStopped {
+                key: self.path.to_string(),
+                reason: "stopped while finishing".into(),
+            }),
+            Err(e) => Err(e),
+        };
+        let sums: FileSums = sums.finish();
+        let rest = match hashed {
+            Ok(rest) if sums.len == len => rest,
+            other => {
+                if let Some(s) = sending {
+                    s.abort(&self.path).await;
+                }
+                return Err(other.err().unwrap_or_else(|| Error::LiveStopped {
+                    key: self.path.to_string(),
+                    reason: format!("{} bytes were pushed, the file holds {len}", sums.len),
+                }));
+            }
+        };
+        let Some(mut s) = sending else {
+            // The whole file fit in one part: one PUT, with every attribute. A store may keep a
+            // one-piece payload as it is (the in-memory one does), which would keep the
+            // writer's buffer forever: that piece is copied.
+            let payload = match rest.as_slice() {
+                [one] => PutPayload::from(Bytes::copy_from_slice(one)),
+                _ => rest.into_iter().collect(),
+            };
             let (res, stored) = self
                 .up
                 .put_with(&self.path, payload, meta.to_attributes(&sums.sha256))
                 .await
                 .map_err(|e| self.store_err(e))?;
-            info!(key = %self.path, bytes, "Uploaded while written.");
+            info!(key = %self.path, bytes = len, "Uploaded while written.");
             return Ok(UploadedFile {
                 key: self.path.to_string(),
-                bytes,
+                bytes: len,
                 sha256: sums.sha256,
                 e_tag: res.e_tag,
                 multipart: false,
@@ -505,12 +433,10 @@ impl Task {
                 linked: false,
             });
         };
+        if !rest.is_empty() {
+            s.put(rest);
+        }
         let finished = async {
-            if last.is_empty() {
-                drop(permit);
-            } else {
-                s.put(last, permit);
-            }
             while let Some(done) = s.in_flight.next().await {
                 joined(done)?;
             }
@@ -518,10 +444,10 @@ impl Task {
         };
         match finished.await {
             Ok(res) => {
-                info!(key = %self.path, bytes, "Uploaded while written.");
+                info!(key = %self.path, bytes = len, "Uploaded while written.");
                 Ok(UploadedFile {
                     key: self.path.to_string(),
-                    bytes,
+                    bytes: len,
                     sha256: sums.sha256,
                     e_tag: res.e_tag,
                     multipart: true,
@@ -532,16 +458,9 @@ impl Task {
                 })
             }
             Err(e) => {
-                let _ = s.upload.abort().await;
+                s.abort(&self.path).await;
                 Err(self.store_err(e))
             }
-        }
-    }
-
-    fn changed(&self) -> Error {
-        Error::FileChanged {
-            path: self.local.clone(),
-            key: self.path.to_string(),
         }
     }
 

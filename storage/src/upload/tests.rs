@@ -484,43 +484,75 @@ fn part_buffers_return_to_the_pool_when_the_last_payload_reference_drops() {
     );
 }
 
-/// A file being written for a live upload: the writing end and its path.
-struct Growing {
-    path: PathBuf,
-    file: std::fs::File,
-    len: u64,
+/// Pieces pushed into live uploads, each counted until the upload lets go of it (as the
+/// capture's writer counts its lent chunks).
+#[derive(Default, Clone)]
+struct Pieces(Arc<AtomicU32>);
+
+struct Counted {
+    bytes: Vec<u8>,
+    held: Arc<AtomicU32>,
 }
 
-impl Growing {
-    fn new(dir: &tempfile::TempDir, name: &str) -> Self {
-        let path = dir.path().join(name);
-        let file = std::fs::File::create(&path).expect("create");
-        Self { path, file, len: 0 }
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.held.fetch_sub(1, AtOrd::SeqCst);
+    }
+}
+
+impl Pieces {
+    fn piece(&self, bytes: &[u8]) -> Bytes {
+        self.0.fetch_add(1, AtOrd::SeqCst);
+        Bytes::from_owner(Counted {
+            bytes: bytes.to_vec(),
+            held: self.0.clone(),
+        })
     }
 
-    /// A live upload of this file as `key`.
-    fn live(&self, up: &Arc<Uploader>, seq: u64, meta: FileMeta) -> LiveUpload {
-        let reader = std::fs::File::open(&self.path).expect("open for reading");
-        up.live(
-            &tokio::runtime::Handle::current(),
-            &key(seq),
-            meta,
-            self.path.clone(),
-            reader,
-        )
+    /// Pieces still held by some upload.
+    fn held(&self) -> u32 {
+        self.0.load(AtOrd::SeqCst)
     }
 
-    /// Appends `bytes` in uneven pieces, telling `live` after each, as the capture's writer
-    /// does; pauses `pause` after each piece.
-    fn feed(&mut self, live: &LiveUpload, bytes: &[u8], pause: Duration) {
-        use std::io::Write;
+    /// Pushes `bytes` in uneven pieces, as the capture's writer does, pausing `pause` after
+    /// each; stops at the first refusal and returns it.
+    async fn feed(
+        &self,
+        live: &mut LiveUpload,
+        bytes: &[u8],
+        pause: Duration,
+    ) -> std::result::Result<(), LiveStop> {
         for piece in bytes.chunks(9_999) {
-            self.file.write_all(piece).expect("write");
-            self.len += piece.len() as u64;
-            live.grown(self.len).expect("the upload goes on");
-            std::thread::sleep(pause);
+            live.push(self.piece(piece))?;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) until no upload holds a piece.
+    async fn all_back(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.held() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} pieces never given back",
+                self.held()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+fn start_live(up: &Arc<Uploader>, seq: u64, meta: FileMeta) -> LiveUpload {
+    up.live(&tokio::runtime::Handle::current(), &key(seq), meta)
 }
 
 /// An in-memory store and an uploader with small parts.
@@ -532,11 +564,11 @@ fn live_setup() -> (Arc<dyn ObjectStore>, Arc<Uploader>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_uploads_store_exactly_the_bytes_written() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let (store, up) = live_setup();
     let start = key(0).start;
-    // Empty, one part or less (a single PUT), exactly two parts, several parts; written at a
-    // pace or all at once (then the parts are sent after the end).
+    let pieces = Pieces::default();
+    // Empty, one part or less (a single PUT), exactly two parts, several parts; pushed at a
+    // pace or all at once.
     for (seq, len, multipart, pause) in [
         (1, 0, false, 1),
         (2, 40 * 1024, false, 1),
@@ -550,9 +582,12 @@ async fn live_uploads_store_exactly_the_bytes_written() {
             start: Some(start),
             ..FileMeta::default()
         };
-        let mut file = Growing::new(&dir, &format!("l{seq}"));
-        let live = file.live(&up, seq, opened.clone());
-        file.feed(&live, &bytes, Duration::from_millis(pause));
+        let mut live = start_live(&up, seq, opened.clone());
+        pieces
+            .feed(&mut live, &bytes, Duration::from_millis(pause))
+            .await
+            .expect("the upload goes on");
+        assert_eq!(live.pushed(), len as u64);
         let path = key(seq).to_path(&KeyPrefix::default());
         if multipart && pause > 0 {
             // Parts are sent while writing, but the object appears only when complete.
@@ -587,35 +622,39 @@ async fn live_uploads_store_exactly_the_bytes_written() {
         }
         assert_eq!(got.bytes().await.expect("bytes").as_ref(), &bytes[..]);
     }
+    // The in-memory store copies what it is given: every piece was let go.
+    pieces.all_back().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_or_mismatched_live_upload_stores_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let (store, up) = live_setup();
+    let pieces = Pieces::default();
     let bytes = data(200_000);
-    let mut file = Growing::new(&dir, "dropped");
-    let live = file.live(&up, 1, FileMeta::default());
-    file.feed(&live, &bytes, Duration::from_millis(1));
+    let mut live = start_live(&up, 1, FileMeta::default());
+    pieces
+        .feed(&mut live, &bytes, Duration::from_millis(1))
+        .await
+        .expect("goes on");
     drop(live);
-    // A length the file does not have (longer; shorter than what was sent): refused.
-    for (seq, wrong, paced) in [(2, 200_001, false), (3, 50_000, true)] {
-        let mut file = Growing::new(&dir, &format!("m{seq}"));
-        let live = file.live(&up, seq, FileMeta::default());
-        let pause = Duration::from_millis(if paced { 1 } else { 0 });
-        file.feed(&live, &bytes, pause);
-        // Paced: parts beyond the wrong length are already sent.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // A length other than what was pushed (longer; shorter): refused.
+    for (seq, wrong) in [(2, 200_001), (3, 50_000)] {
+        let mut live = start_live(&up, seq, FileMeta::default());
+        pieces
+            .feed(&mut live, &bytes, Duration::from_millis(1))
+            .await
+            .expect("goes on");
         let err = live
             .finish(wrong, FileMeta::default())
             .wait()
             .await
             .expect_err("the file does not hold that many bytes");
-        let shorter = matches!(err, Error::FileChanged { .. });
-        let unreadable = matches!(err, Error::LocalIo { .. });
-        assert!(if paced { shorter } else { unreadable }, "{wrong}: {err}");
+        assert!(
+            matches!(&err, Error::LiveStopped { reason, .. } if reason.contains("200000 bytes were pushed")),
+            "{wrong}: {err}"
+        );
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    pieces.all_back().await;
     for seq in [1, 2, 3] {
         let get = store.get(&key(seq).to_path(&KeyPrefix::default())).await;
         assert!(
@@ -627,7 +666,6 @@ async fn a_dropped_or_mismatched_live_upload_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_live_upload_reports_the_store_error() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(FailingWrites {
         inner: InMemory::new(),
         failures: AtomicU32::new(1),
@@ -636,33 +674,26 @@ async fn a_refused_live_upload_reports_the_store_error() {
         stall_parts: None,
     });
     let up = Arc::new(Uploader::new(store, KeyPrefix::default(), small_parts()));
-    let mut file = Growing::new(&dir, "refused");
-    let live = file.live(&up, 1, FileMeta::default());
-    // The refusal reaches the writer while it writes (it then stops) or at the end.
+    let pieces = Pieces::default();
+    let mut live = start_live(&up, 1, FileMeta::default());
+    // The refusal reaches the writer while it pushes (it then stops) or at the end.
     let bytes = data(200_000);
-    let mut stopped = None;
-    for piece in bytes.chunks(9_999) {
-        use std::io::Write;
-        file.file.write_all(piece).expect("write");
-        file.len += piece.len() as u64;
-        if let Err(e) = live.grown(file.len) {
-            stopped = Some(e);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let stopped = pieces
+        .feed(&mut live, &bytes, Duration::from_millis(2))
+        .await;
     assert_eq!(
         stopped,
-        Some(LiveStop::Failed),
+        Err(LiveStop::Failed),
         "the failure reaches the writer"
     );
-    let written = file.len as usize;
+    let pushed = live.pushed();
     let err = live
-        .finish(written as u64, FileMeta::default())
+        .finish(pushed, FileMeta::default())
         .wait()
         .await
         .expect_err("refused");
     assert!(matches!(err, Error::UploadFailed { .. }), "{err}");
+    pieces.all_back().await;
 }
 
 /// A multipart upload whose parts wait until `open` reads true, counting the parts started.
@@ -677,10 +708,12 @@ struct StalledUpload {
 impl MultipartUpload for StalledUpload {
     fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
         self.started.fetch_add(1, AtOrd::SeqCst);
-        let part = self.inner.put_part(data);
+        let part = self.inner.put_part(data.clone());
         let mut open = self.open.clone();
         Box::pin(async move {
             let _ = open.wait_for(|o| *o).await;
+            // The payload is held until the store has it, as a network store does.
+            drop(data);
             part.await
         })
     }
@@ -693,8 +726,7 @@ impl MultipartUpload for StalledUpload {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_store_never_holds_up_the_writer_and_holds_few_parts() {
-    let dir = tempfile::tempdir().expect("tempdir");
+async fn a_stalled_store_never_holds_up_the_writer_and_a_dropped_upload_lets_go_at_once() {
     let (open, stall) = tokio::sync::watch::channel(false);
     let started = Arc::new(AtomicU32::new(0));
     let store = Arc::new(FailingWrites {
@@ -705,38 +737,48 @@ async fn a_stalled_store_never_holds_up_the_writer_and_holds_few_parts() {
         stall_parts: Some((stall, started.clone())),
     });
     let opts = small_parts();
-    let (part, limit) = (opts.part_size, opts.max_concurrent_parts);
-    let up = Arc::new(Uploader::new(store, KeyPrefix::default(), opts));
-    let mut file = Growing::new(&dir, "stalled");
-    let live = file.live(&up, 1, FileMeta::default());
-    // Eight parts' worth while the store answers nothing: every `grown` returns at once.
+    let part = opts.part_size;
+    let up = Arc::new(Uploader::new(store.clone(), KeyPrefix::default(), opts));
+    let pieces = Pieces::default();
+    // Eight parts' worth while the store answers nothing: every push returns at once, and the
+    // upload holds every piece (the writer sees that and decides when it is too far behind).
     let bytes = data(part * 8 + 1);
-    file.feed(&live, &bytes, Duration::ZERO);
+    let mut live = start_live(&up, 1, FileMeta::default());
+    pieces
+        .feed(&mut live, &bytes, Duration::ZERO)
+        .await
+        .expect("goes on");
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // A part (of whole pieces) goes when the piece after it arrives.
+    let pieces_n = bytes.len().div_ceil(9_999);
+    let sent = (pieces_n - 1) / part.div_ceil(9_999);
     assert_eq!(
         started.load(AtOrd::SeqCst) as usize,
-        limit,
-        "only `limit` parts are read and sent at once"
+        sent,
+        "each part is sent at once"
     );
-    // Once the store answers again, the rest follows.
+    assert_eq!(pieces.held() as usize, bytes.len().div_ceil(9_999));
+    // Dropped: the parts travelling and waiting go back at once, though the store still
+    // answers nothing, and nothing is stored.
+    drop(live);
+    pieces.all_back().await;
+    // Once the store answers again, a new upload goes through.
     open.send_replace(true);
+    let mut live = start_live(&up, 2, FileMeta::default());
+    pieces
+        .feed(&mut live, &bytes, Duration::ZERO)
+        .await
+        .expect("goes on");
     let res = live
         .finish(bytes.len() as u64, FileMeta::default())
         .wait()
         .await
         .expect("uploaded");
     assert_eq!(res.bytes, bytes.len() as u64);
-    assert_eq!(started.load(AtOrd::SeqCst), 9);
-
-    // With a lag limit, the writer hears that the upload is behind instead.
-    open.send_replace(false);
-    let mut file = Growing::new(&dir, "lagging");
-    let live = file
-        .live(&up, 2, FileMeta::default())
-        .max_lag(3 * part as u64);
-    use std::io::Write;
-    file.file.write_all(&bytes).expect("write");
-    assert_eq!(live.grown(bytes.len() as u64), Err(LiveStop::Behind));
+    assert_eq!(res.sha256, sha(&bytes));
+    pieces.all_back().await;
+    let get = store.get(&key(1).to_path(&KeyPrefix::default())).await;
+    assert!(matches!(get, Err(object_store::Error::NotFound { .. })));
 }
 
 #[test]
@@ -758,62 +800,28 @@ fn files_beyond_ten_thousand_parts_get_bigger_parts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_upload_stops_before_ten_thousand_parts() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let up = Arc::new(Uploader::new(
         Arc::new(InMemory::new()),
         KeyPrefix::default(),
         UploadOptions {
             part_size: 1,
-            max_concurrent_parts: 64,
             ..UploadOptions::default()
         },
     ));
-    let mut file = Growing::new(&dir, "large");
-    let live = file.live(&up, 1, FileMeta::default());
-    // 9 999 one-byte parts go, then the last one would be the 10 000th with more to come.
-    file.feed(&live, &data(10_001), Duration::ZERO);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let stop = loop {
-        match live.grown(file.len) {
-            Err(e) => break e,
-            Ok(()) if std::time::Instant::now() > deadline => panic!("never stopped"),
-            Ok(()) => tokio::time::sleep(Duration::from_millis(10)).await,
+    let pieces = Pieces::default();
+    let mut live = start_live(&up, 1, FileMeta::default());
+    // 9 999 one-byte parts go and the 10 000th waits to be the last; one more byte is refused.
+    for i in 0..10_001u32 {
+        match live.push(pieces.piece(&[i as u8])) {
+            Ok(()) => assert!(i < 10_000, "byte {i} accepted"),
+            Err(e) => {
+                assert_eq!((i, e), (10_000, LiveStop::TooLarge));
+                break;
+            }
         }
-    };
-    assert_eq!(stop, LiveStop::TooLarge);
-}
-
-#[test]
-fn live_reads_copy_cached_pages_and_read_the_rest_directly() {
-    use nightcap_testsupport::util::{drop_from_page_cache, page_cache_resident};
-    let dir = tempfile::tempdir().expect("tempdir");
-    if !direct_io_supported(&dir) {
-        eprintln!("skipped: the temp directory's file system refuses O_DIRECT");
-        return;
     }
-    let bytes = data(3 << 20);
-    let local = write_tmp(&dir, "parts", &bytes);
-    let file = std::fs::File::open(&local).expect("open");
-    let direct = live::open_direct(&local).expect("O_DIRECT");
-    let read = |offset: usize, len: usize| {
-        let mut part = PartBuf::detached(len);
-        live::read_part(&file, Some(&direct), part.full(), offset as u64).expect("read");
-        assert!(
-            part.as_ref() == &bytes[offset..offset + len],
-            "{offset}+{len}"
-        );
-    };
-    // Not cached: read directly, and the cache stays empty.
-    drop_from_page_cache(&local).expect("evict");
-    read(1 << 20, 1 << 20);
-    assert_eq!(page_cache_resident(&local).expect("mincore"), 0);
-    // An unaligned range goes through the page cache.
-    read(4097, 10_000);
-    assert!(page_cache_resident(&local).expect("mincore") > 0);
-    // Cached (the first MiB, read buffered): copied from the page cache.
-    drop_from_page_cache(&local).expect("evict");
-    std::fs::read(&local).expect("read through the cache");
-    read(0, 3 << 20);
+    drop(live);
+    pieces.all_back().await;
 }
 
 fn ino(p: &FsPath) -> u64 {
