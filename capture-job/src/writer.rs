@@ -152,9 +152,11 @@ enum Cmd {
 /// a chunk, it lends the chunk itself to the file's upload (no copy, nothing read back), which
 /// hashes and sends each part as soon as it is complete, so a closed file is in storage once its
 /// last part is. A lent chunk comes back to the pool when the store has its part; the capture
-/// keeps its own [`CHUNKS`] whatever the uploads hold (the pool grows by what is lent), and an
-/// upload holding more than [`Live::max_lent`] chunks is behind the capture: it is dropped (its
-/// chunks come back at once) and the file is uploaded from the spool once closed.
+/// keeps its own [`CHUNKS`] whatever the uploads hold (the pool grows by what is lent). Once the
+/// uploads hold [`Live::max_lent`] chunks, an upload is behind the capture: no more chunks are
+/// lent to it, and once the file is closed it reads the rest from the spool file (the parts
+/// already stored stay; an upload that has not sent a part yet is dropped instead and the file
+/// uploaded from the spool).
 #[derive(Clone)]
 pub(crate) struct Live {
     pub(crate) uploader: Arc<Uploader>,
@@ -202,13 +204,20 @@ impl Live {
         self.active.fetch_add(1, Ordering::SeqCst);
         let slot = Slot(self.active.clone());
         let upload = self.uploader.live(&self.runtime, key, meta);
-        Some(LiveFile { upload, slot })
+        Some(LiveFile {
+            upload,
+            slot,
+            behind: false,
+        })
     }
 
-    /// Most chunks all live uploads may hold at once: two parts (one being stored, the next
-    /// being gathered) and two chunks more. An upload that would need more is behind.
+    /// Most chunks all live uploads may hold at once: a part being gathered, one being
+    /// hashed, as many being stored as an upload sends at once, and a pool's worth of chunks
+    /// more (the file being finished while the next one starts). An upload that would need
+    /// more is behind.
     fn max_lent(&self) -> usize {
-        2 * self.uploader.options().part_size.div_ceil(CHUNK) + 2
+        let o = self.uploader.options();
+        (o.max_concurrent_parts.max(1) + 1) * o.part_size.div_ceil(CHUNK) + CHUNKS
     }
 
     /// Counts the open file as one to upload from disk once closed.
@@ -232,6 +241,9 @@ impl Drop for Slot {
 struct LiveFile {
     upload: LiveUpload,
     slot: Slot,
+    /// The upload fell behind: no more chunks are lent, the rest is read from the file once
+    /// it is closed ([`LiveUpload::finish_from_file`]).
+    behind: bool,
 }
 
 /// The live upload of a closed file, completing.
@@ -683,9 +695,19 @@ fn hash_files(shared: &Shared, rx: mpsc::Receiver<Hash>, sync: mpsc::Sender<Sync
             Hash::Abandon => sums = None,
             Hash::Close { mut open, info } => {
                 let sums = sums.take().map(SumsBuilder::finish);
-                let live = open.live.take().map(|l| LiveResult {
-                    done: l.upload.finish(open.len, info.meta.clone()),
-                    _slot: l.slot,
+                let live = open.live.take().map(|l| {
+                    let meta = info.meta.clone();
+                    let done = if l.behind {
+                        // Written completely (the writer handled the close after every chunk);
+                        // opened before the syncer renames it.
+                        l.upload.finish_from_file(&open.partial, open.len, meta)
+                    } else {
+                        l.upload.finish(open.len, meta)
+                    };
+                    LiveResult {
+                        done,
+                        _slot: l.slot,
+                    }
                 });
                 let closing = Box::new(Closing {
                     open: *open,
@@ -798,7 +820,7 @@ impl Thread {
         let (Some(l), Some(live)) = (f.live.as_mut(), self.live.as_ref()) else {
             return Some(chunk);
         };
-        if !written {
+        if !written || l.behind {
             return Some(chunk);
         }
         let why = match lend(&self.shared, chunk, live.max_lent()) {
@@ -806,6 +828,13 @@ impl Thread {
                 Ok(()) => return None,
                 Err(why) => why.to_string(),
             },
+            Err(chunk) if l.upload.parts() > 0 => {
+                // Parts are stored already: they stay, and the upload reads the rest from the
+                // file once it is closed (this chunk and the following ones are not lent).
+                l.behind = true;
+                info!(file = %f.partial.display(), "The upload of a file fell behind the capture; the rest is read from the spool file once it is closed.");
+                return Some(chunk);
+            }
             Err(chunk) => {
                 give_back(&self.shared, chunk);
                 "the upload fell behind the capture".to_owned()
@@ -1140,36 +1169,56 @@ mod tests {
     }
 
     #[test]
-    fn an_upload_that_holds_too_many_chunks_is_dropped_and_the_capture_goes_on() {
-        // The in-memory store keeps every part until the upload completes: like a store that
-        // does not keep up, the upload holds more and more of the writer's chunks.
-        let (rt, live) = live_into(Arc::new(object_store::memory::InMemory::new()));
+    fn an_upload_that_falls_behind_never_holds_up_the_capture_and_reads_the_rest_from_disk() {
+        use object_store::{ObjectStore, ObjectStoreExt, memory::InMemory};
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (rt, live) = live_into(store.clone());
         let most = live.max_lent();
         let backlog = live.disk_backlog.clone();
+        // The runtime's only worker is held: no part is hashed or stored while the file is
+        // written, as when the store (or the CPU the uploads get) is far slower than the capture.
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        let (busy, is_busy) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let _ = busy.send(());
+            let _ = held.recv();
+        });
+        is_busy.recv().expect("the worker is held");
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let w = Writer::start(tx, false, Some(live)).expect("writer");
-        // Twice as much as the upload may hold: the capture never waits for the store.
+        let w = Writer::start(tx, true, Some(live)).expect("writer");
+        // Twice as much as the uploads may hold: the capture never waits for the store.
         let size = 2 * most * CHUNK + 777;
         write_one(&w, dir.path(), 0, size);
         let first = rx.blocking_recv().expect("file closed");
-        assert!(first.live.is_none(), "the upload was dropped");
-        assert_eq!(
-            backlog.load(Ordering::SeqCst),
-            1,
-            "the file goes through the spool"
+        assert!(
+            lock(&w.shared.free).lent <= most,
+            "never more lent than allowed"
         );
         let data = std::fs::read(&first.path).expect("closed file");
         assert!(data == pattern(size), "the file holds every byte");
-        // The dropped upload gives its chunks back (its task aborts on the runtime).
-        let mut waited = 0;
-        while lock(&w.shared.free).lent > 0 {
-            assert!(waited < 500, "chunks lent to a dropped upload came back");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            waited += 1;
-        }
+        assert_eq!(
+            backlog.load(Ordering::SeqCst),
+            0,
+            "not counted for an upload from the spool"
+        );
+        drop(hold);
+        let done = first.live.expect("still uploaded by its live upload");
+        let up = rt.block_on(done.wait()).expect("uploaded");
+        assert!(up.multipart);
+        let mut sums = SumsBuilder::default();
+        sums.update(&pattern(size));
+        assert_eq!(up.sha256, sums.finish().sha256);
+        let prefix = nightcap_storage::KeyPrefix::default();
+        let got = rt
+            .block_on(async { store.get(&first.key.to_path(&prefix)).await?.bytes().await })
+            .expect("in storage");
+        assert!(
+            got.as_ref() == pattern(size),
+            "the parts sent while written, then the rest from the file"
+        );
+        assert_eq!(lock(&w.shared.free).lent, 0, "every lent chunk came back");
         w.finish().expect("no write error");
-        drop(rt);
     }
 
     fn pattern(n: usize) -> Vec<u8> {

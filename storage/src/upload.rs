@@ -27,7 +27,7 @@
 
 use std::{
     fs::File,
-    io::{Read, Seek, SeekFrom},
+    io::Read,
     os::unix::fs::OpenOptionsExt,
     path::{Path as FsPath, PathBuf},
     sync::{
@@ -640,7 +640,6 @@ impl Drop for PartBuf {
 /// A local file being uploaded, read with `O_DIRECT` while the file system allows it.
 struct LocalFile {
     file: File,
-    path: PathBuf,
     direct: bool,
 }
 
@@ -653,11 +652,7 @@ impl LocalFile {
                 .open(path);
             match opened {
                 Ok(file) => {
-                    return Ok(Self {
-                        file,
-                        path: path.to_path_buf(),
-                        direct: true,
-                    });
+                    return Ok(Self { file, direct: true });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
                 Err(e) => return Err(e),
@@ -665,7 +660,6 @@ impl LocalFile {
         }
         Ok(Self {
             file: File::open(path)?,
-            path: path.to_path_buf(),
             direct: false,
         })
     }
@@ -689,11 +683,19 @@ impl LocalFile {
         Ok(n)
     }
 
+    /// Goes on through the page cache: clears `O_DIRECT` on the descriptor itself (the file
+    /// may have been renamed since it was opened), keeping the position.
     fn reopen_buffered(&mut self) -> std::io::Result<()> {
-        let pos = self.file.stream_position()?;
-        let mut file = File::open(&self.path)?;
-        file.seek(SeekFrom::Start(pos))?;
-        self.file = file;
+        use std::os::fd::AsRawFd;
+        let fd = self.file.as_raw_fd();
+        // SAFETY: fcntl F_GETFL/F_SETFL on a descriptor we own, integer arguments.
+        let cleared = unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) == 0
+        };
+        if !cleared {
+            return Err(std::io::Error::last_os_error());
+        }
         self.direct = false;
         Ok(())
     }

@@ -11,16 +11,23 @@
 //! when the upload is too far behind ([`LiveUpload`] itself never refuses for that).
 //!
 //! [`LiveUpload::finish`] sends the rest and completes: a file no larger than one part goes up
-//! in one PUT with all attributes. A larger one is a multipart upload, which must declare its
+//! in one PUT with all attributes. A writer whose upload falls behind stops pushing and calls
+//! [`LiveUpload::finish_from_file`] once the file is closed: the parts already sent stay, and the
+//! rest is read from the file (with `O_DIRECT`, part by part, like an upload from the spool),
+//! hashed and sent, so nothing is read or hashed twice. A larger one is a multipart upload, which must declare its
 //! attributes before the first part: it records the content type, start and pods
 //! ([`FileMeta::to_attributes_unhashed`]) but not the SHA-256, packets or end, which are only
 //! known at the end (the PacketCapture status records them). Dropping a [`LiveUpload`] aborts it:
 //! the parts waiting or travelling are dropped (their buffers go back at once) and the multipart
 //! upload is aborted in the store.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    io::{Seek, SeekFrom},
+    path::Path as FsPath,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use bytes::Bytes;
@@ -32,7 +39,7 @@ use tokio::{
 };
 use tracing::{debug, info};
 
-use super::{MAX_PARTS, Uploader};
+use super::{LocalFile, MAX_PARTS, Uploader};
 use crate::{
     error::{Error, Result},
     layout::CaptureKey,
@@ -77,7 +84,15 @@ enum Msg {
         rest: Vec<Bytes>,
         len: u64,
         meta: FileMeta,
+        tail: Option<Tail>,
     },
+}
+
+/// The rest of a file that is read from disk: the file, positioned at `from`, the first byte
+/// not pushed.
+struct Tail {
+    file: LocalFile,
+    from: u64,
 }
 
 /// A file being uploaded while it is written; dropped without [`LiveUpload::finish`], the
@@ -93,6 +108,8 @@ pub struct LiveUpload {
     pushed: u64,
     /// Parts handed to the task.
     parts: u64,
+    /// Read the rest of a file with `O_DIRECT` ([`LiveUpload::finish_from_file`]).
+    direct: bool,
     tx: Option<mpsc::UnboundedSender<Msg>>,
     done: Option<oneshot::Receiver<Result<UploadedFile>>>,
     state: Arc<State>,
@@ -155,6 +172,7 @@ impl Uploader {
             pending_len: 0,
             pushed: 0,
             parts: 0,
+            direct: self.options.direct_io,
             tx: Some(tx),
             done: Some(done),
             state,
@@ -199,14 +217,59 @@ impl LiveUpload {
         self.pushed
     }
 
+    /// Parts sent so far: a multipart upload is under way when there are any.
+    pub fn parts(&self) -> u64 {
+        self.parts
+    }
+
     /// The file is complete and holds `len` bytes (as many as were pushed, or the upload fails
     /// with [`Error::LiveStopped`]): sends the rest and completes the upload; `meta` is the
     /// closed file's.
-    pub fn finish(mut self, len: u64, meta: FileMeta) -> LiveDone {
+    pub fn finish(self, len: u64, meta: FileMeta) -> LiveDone {
+        self.end(len, meta, None)
+    }
+
+    /// The file at `path` is complete and holds `len` bytes, of which only the first
+    /// [`LiveUpload::pushed`] were pushed: the rest is read from the file (opened now, so it may
+    /// be renamed afterwards), hashed and sent, and the upload completed. A file that cannot be
+    /// opened fails the upload ([`Error::LiveStopped`]).
+    pub fn finish_from_file(self, path: &FsPath, len: u64, meta: FileMeta) -> LiveDone {
+        let opened = LocalFile::open(path, self.direct).and_then(|mut f| {
+            f.file.seek(SeekFrom::Start(self.pushed))?;
+            Ok(f)
+        });
+        match opened {
+            Ok(file) => {
+                let from = self.pushed;
+                self.end(len, meta, Some(Tail { file, from }))
+            }
+            Err(e) => {
+                let key = self.key.clone();
+                // Dropped: the task aborts the upload.
+                drop(self);
+                let (tx, done) = oneshot::channel();
+                let _ = tx.send(Err(Error::LiveStopped {
+                    key: key.clone(),
+                    reason: format!("cannot read the rest of {}: {e}", path.display()),
+                }));
+                LiveDone {
+                    key,
+                    done: Some(done),
+                }
+            }
+        }
+    }
+
+    fn end(mut self, len: u64, meta: FileMeta, tail: Option<Tail>) -> LiveDone {
         let rest = std::mem::take(&mut self.pending);
         // A task gone already has put its error in `done`.
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Msg::End { rest, len, meta });
+            let _ = tx.send(Msg::End {
+                rest,
+                len,
+                meta,
+                tail,
+            });
         }
         LiveDone {
             key: std::mem::take(&mut self.key),
@@ -278,6 +341,7 @@ enum Ended {
         rest: Vec<Bytes>,
         len: u64,
         meta: FileMeta,
+        tail: Option<Tail>,
     },
     /// The writer dropped the upload.
     Dropped,
@@ -292,7 +356,23 @@ impl Task {
         // Parts not taken yet (a dropped upload) go back to the writer now.
         drop(rx);
         let r = match ended {
-            Ok(Ended::End { rest, len, meta }) => {
+            Ok(Ended::End {
+                rest,
+                len,
+                meta: _,
+                tail: Some(tail),
+            }) => {
+                return self
+                    .complete_from_file(sending, sums, rest, tail, len)
+                    .await
+                    .map(Some);
+            }
+            Ok(Ended::End {
+                rest,
+                len,
+                meta,
+                tail: None,
+            }) => {
                 return self
                     .complete(sending, sums, rest, len, meta)
                     .await
@@ -328,32 +408,163 @@ impl Task {
                 }, if busy => joined(done).map_err(|e| self.store_err(e))?,
                 msg = rx.recv() => match msg {
                     None => return Ok(Ended::Dropped),
-                    Some(Msg::End { rest, len, meta }) => return Ok(Ended::End { rest, len, meta }),
+                    Some(Msg::End { rest, len, meta, tail }) => {
+                        return Ok(Ended::End { rest, len, meta, tail });
+                    }
                     Some(Msg::Part(part)) => {
                         let Some(part) = self.hash(part, sums).await? else {
                             return Ok(Ended::Dropped);
                         };
                         let started = match sending.take() {
                             Some(s) => s,
-                            None => {
-                                let attrs = self.open_meta.to_attributes_unhashed();
-                                let start = self.up.multipart_with(&self.path, attrs);
-                                let upload = tokio::select! {
-                                    biased;
-                                    () = self.state.cancel.notified() => return Ok(Ended::Dropped),
-                                    r = start => r.map_err(|e| self.store_err(e))?.0,
-                                };
-                                Sending {
-                                    upload,
-                                    in_flight: FuturesUnordered::new(),
-                                }
-                            }
+                            None => tokio::select! {
+                                biased;
+                                () = self.state.cancel.notified() => return Ok(Ended::Dropped),
+                                r = self.start() => r?,
+                            },
                         };
                         sending.insert(started).put(part);
                     }
                 },
             }
         }
+    }
+
+    /// Starts the multipart upload.
+    async fn start(&self) -> Result<Sending> {
+        let attrs = self.open_meta.to_attributes_unhashed();
+        let (upload, _) = self
+            .up
+            .multipart_with(&self.path, attrs)
+            .await
+            .map_err(|e| self.store_err(e))?;
+        Ok(Sending {
+            upload,
+            in_flight: FuturesUnordered::new(),
+        })
+    }
+
+    /// Sends `rest` and the file's bytes after them (read from `tail`) as the remaining parts,
+    /// at most `max_concurrent_parts` at once, and completes. Anything started is aborted on an
+    /// error.
+    async fn complete_from_file(
+        &self,
+        sending: Option<Sending>,
+        sums: SumsBuilder,
+        rest: Vec<Bytes>,
+        tail: Tail,
+        len: u64,
+    ) -> Result<UploadedFile> {
+        let mut s = match sending {
+            Some(s) => s,
+            None => self.start().await?,
+        };
+        let sha256 = match self.send_tail(&mut s, sums, rest, tail, len).await {
+            Ok(sha256) => sha256,
+            Err(e) => {
+                s.abort(&self.path).await;
+                return Err(e);
+            }
+        };
+        match s.upload.complete().await {
+            Ok(res) => {
+                info!(key = %self.path, bytes = len, "Uploaded while written (the rest read from the spool file).");
+                Ok(UploadedFile {
+                    key: self.path.to_string(),
+                    bytes: len,
+                    sha256,
+                    e_tag: res.e_tag,
+                    multipart: true,
+                    attempts: 1,
+                    attributes_stored: false,
+                    linked: false,
+                })
+            }
+            Err(e) => {
+                s.abort(&self.path).await;
+                Err(self.store_err(e))
+            }
+        }
+    }
+
+    /// The part loop of [`Task::complete_from_file`]; returns the file's SHA-256 once every part
+    /// is stored.
+    async fn send_tail(
+        &self,
+        s: &mut Sending,
+        mut sums: SumsBuilder,
+        mut first: Vec<Bytes>,
+        tail: Tail,
+        len: u64,
+    ) -> Result<String> {
+        // Only the file's `len` bytes are read: an O_DIRECT file may still carry the padding of
+        // its last block.
+        let mut remaining = len.saturating_sub(tail.from);
+        let mut file = tail.file;
+        let part_size = self.up.options.part_size.max(1);
+        let parallel = self.up.options.max_concurrent_parts.max(1);
+        let read_err = |e: std::io::Error| Error::LiveStopped {
+            key: self.path.to_string(),
+            reason: format!("reading the rest of the file: {e}"),
+        };
+        loop {
+            while s.in_flight.len() >= parallel {
+                if let Some(done) = s.in_flight.next().await {
+                    joined(done).map_err(|e| self.store_err(e))?;
+                }
+            }
+            // The pieces pushed before the upload fell behind start the first part.
+            let have: usize = first.iter().map(Bytes::len).sum();
+            let want = part_size
+                .saturating_sub(have)
+                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            // The last read asks for whole blocks, so a direct read of the end of the file is
+            // not refused (any padding read is cut off).
+            let size = if want as u64 == remaining {
+                want.next_multiple_of(super::ALIGN)
+            } else {
+                want
+            };
+            let mut buf = self.up.parts.take(size);
+            let read = tokio::task::spawn_blocking(move || {
+                let n = file.read_full(buf.full())?;
+                buf.set_len(n.min(want));
+                for piece in &first {
+                    sums.update(piece);
+                }
+                sums.update(buf.as_ref());
+                Ok::<_, std::io::Error>((file, sums, first, buf))
+            })
+            .await
+            .map_err(|e| read_err(std::io::Error::other(e)))?
+            .map_err(read_err)?;
+            let buf;
+            (file, sums, first, buf) = read;
+            remaining -= buf.len() as u64;
+            // The end of the file, or of what it should hold (then the length check fails).
+            let last = remaining == 0 || buf.len() < want;
+            let mut part = std::mem::take(&mut first);
+            if !buf.is_empty() {
+                part.push(Bytes::from_owner(buf));
+            }
+            if !part.is_empty() {
+                s.put(part);
+            }
+            if last {
+                break;
+            }
+        }
+        while let Some(done) = s.in_flight.next().await {
+            joined(done).map_err(|e| self.store_err(e))?;
+        }
+        let sums = sums.finish();
+        if sums.len != len {
+            return Err(Error::LiveStopped {
+                key: self.path.to_string(),
+                reason: format!("the file holds {} bytes, {len} were written", sums.len),
+            });
+        }
+        Ok(sums.sha256)
     }
 
     /// Adds `part` to `sums` on the blocking pool; None when the writer dropped the upload

@@ -665,6 +665,105 @@ async fn a_dropped_or_mismatched_live_upload_stores_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_fell_behind_sends_the_rest_from_the_closed_file() {
+    let (store, up) = live_setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pieces = Pieces::default();
+    let bytes = data(300_001);
+    let part = small_parts().part_size;
+    // Pushed before falling behind: nothing; part of a part; exactly two parts (the second
+    // still pending); parts and a bit; everything.
+    for (seq, pushed) in [
+        (1, 0),
+        (2, 10_000),
+        (3, 2 * part),
+        (4, 2 * part + 12_345),
+        (5, bytes.len()),
+    ] {
+        let path = write_tmp(&dir, &format!("f{seq}.pcapng"), &bytes);
+        let mut live = start_live(&up, seq, FileMeta::default());
+        pieces
+            .feed(&mut live, &bytes[..pushed], Duration::ZERO)
+            .await
+            .expect("goes on");
+        // The file may be renamed once closed: the upload has it open already.
+        let done = live.finish_from_file(&path, bytes.len() as u64, FileMeta::default());
+        std::fs::rename(&path, path.with_extension("closed")).expect("rename");
+        let res = done.wait().await.expect("uploaded");
+        assert_eq!(res.bytes, bytes.len() as u64, "{pushed}");
+        assert!(res.multipart, "{pushed}");
+        assert_eq!(res.sha256, sha(&bytes), "{pushed}");
+        let got = store
+            .get(&key(seq).to_path(&KeyPrefix::default()))
+            .await
+            .expect("stored");
+        assert!(
+            got.bytes().await.expect("bytes").as_ref() == &bytes[..],
+            "{pushed}: the bytes, in order"
+        );
+    }
+    // A file still carrying the padding of its last O_DIRECT block: only its length is sent.
+    let mut padded = bytes.clone();
+    padded.resize(bytes.len().next_multiple_of(4096), 0);
+    let path = write_tmp(&dir, "padded.pcapng", &padded);
+    let mut live = start_live(&up, 8, FileMeta::default());
+    pieces
+        .feed(&mut live, &bytes[..2 * part], Duration::ZERO)
+        .await
+        .expect("goes on");
+    let res = live
+        .finish_from_file(&path, bytes.len() as u64, FileMeta::default())
+        .wait()
+        .await
+        .expect("uploaded");
+    assert_eq!(res.sha256, sha(&bytes));
+    let got = store
+        .get(&key(8).to_path(&KeyPrefix::default()))
+        .await
+        .expect("stored");
+    assert_eq!(got.bytes().await.expect("bytes").len(), bytes.len());
+    // A file shorter than its length, and one that cannot be opened: refused, nothing stored.
+    let short = write_tmp(&dir, "short.pcapng", &bytes[..200_000]);
+    let mut live = start_live(&up, 6, FileMeta::default());
+    pieces
+        .feed(&mut live, &bytes[..100_000], Duration::ZERO)
+        .await
+        .expect("goes on");
+    let err = live
+        .finish_from_file(&short, bytes.len() as u64, FileMeta::default())
+        .wait()
+        .await
+        .expect_err("the file is shorter");
+    assert!(
+        err.to_string().contains("the file holds 200000 bytes"),
+        "{err}"
+    );
+    let mut live = start_live(&up, 7, FileMeta::default());
+    pieces
+        .feed(&mut live, &bytes[..100_000], Duration::ZERO)
+        .await
+        .expect("goes on");
+    let err = live
+        .finish_from_file(
+            &dir.path().join("gone.pcapng"),
+            bytes.len() as u64,
+            FileMeta::default(),
+        )
+        .wait()
+        .await
+        .expect_err("no such file");
+    assert!(err.to_string().contains("gone.pcapng"), "{err}");
+    pieces.all_back().await;
+    for seq in [6, 7] {
+        let get = store.get(&key(seq).to_path(&KeyPrefix::default())).await;
+        assert!(
+            matches!(get, Err(object_store::Error::NotFound { .. })),
+            "{seq}: nothing stored"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_live_upload_reports_the_store_error() {
     let store = Arc::new(FailingWrites {
         inner: InMemory::new(),
