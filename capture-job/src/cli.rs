@@ -60,7 +60,8 @@ pub struct CaptureArgs {
     pub max_packets: Option<u64>,
     /// Where files go: file:///dir or s3://bucket/prefix (endpoint and credentials from the
     /// AWS_* environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_REGION, AWS_ALLOW_HTTP).
+    /// AWS_REGION, AWS_ALLOW_HTTP; AWS_UNSIGNED_PAYLOAD, default true for https endpoints only,
+    /// skips SigV4's SHA-256 of every uploaded byte where TLS protects them).
     #[arg(long, short = 'o', env = "NIGHTCAP_OUTPUT")]
     pub output: String,
     /// Local spool for files until storage confirms them (default: $TMPDIR/nightcap-spool/

@@ -64,9 +64,28 @@ pub struct S3Config {
     /// Allow a plain-http endpoint. Default: false.
     #[serde(default)]
     pub allow_http: bool,
+    /// Send request bodies unsigned (`UNSIGNED-PAYLOAD` in SigV4). Default: yes over HTTPS,
+    /// where TLS already protects the bytes and signing them would hash every uploaded byte
+    /// with SHA-256 once more (as much CPU as the capture's own SHA-256); no over plain http,
+    /// where the signature is all that protects them. See [`S3Config::unsigned_payload`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsigned_payload: Option<bool>,
     /// Where credentials come from. Default: the environment.
     #[serde(default)]
     pub credentials: S3Credentials,
+}
+
+impl S3Config {
+    /// Whether request bodies go unsigned: [`S3Config::unsigned_payload`] if set, else whether
+    /// the endpoint is HTTPS (AWS itself when no endpoint is set).
+    pub fn unsigned_payload(&self) -> bool {
+        self.unsigned_payload.unwrap_or_else(|| {
+            self.endpoint.as_deref().is_none_or(|e| {
+                e.get(..8)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+            })
+        })
+    }
 }
 
 /// Where S3 credentials come from.
@@ -257,6 +276,8 @@ impl StoreConfig {
                 let endpoint = env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT"));
                 let allow_http = env("AWS_ALLOW_HTTP")
                     .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1"));
+                let unsigned_payload = env("AWS_UNSIGNED_PAYLOAD")
+                    .map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1"));
                 let path_style = env("AWS_VIRTUAL_HOSTED_STYLE_REQUEST")
                     .map(|v| !matches!(v.to_ascii_lowercase().as_str(), "true" | "1"));
                 let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
@@ -274,6 +295,7 @@ impl StoreConfig {
                     endpoint,
                     path_style,
                     allow_http,
+                    unsigned_payload,
                     credentials,
                 }))
             }
@@ -339,6 +361,7 @@ fn open_s3(c: &S3Config) -> Result<Store> {
         .with_bucket_name(&c.bucket)
         .with_region(c.region.as_deref().unwrap_or("us-east-1"))
         .with_allow_http(c.allow_http)
+        .with_unsigned_payload(c.unsigned_payload())
         .with_virtual_hosted_style_request(!c.path_style.unwrap_or(c.endpoint.is_some()));
     if let Some(endpoint) = &c.endpoint {
         b = b.with_endpoint(endpoint);

@@ -317,6 +317,7 @@ async fn s3_credentials_come_from_a_kubernetes_secret() {
         endpoint: Some(s3.endpoint()),
         path_style: None,
         allow_http: true,
+        unsigned_payload: None,
         credentials: S3Credentials::Secret {
             name: "s3-credentials".into(),
             namespace: Some(GATEWAY_NS.into()),

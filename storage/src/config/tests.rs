@@ -54,6 +54,28 @@ fn s3_url_without_keys_uses_the_sdk_chain() {
 }
 
 #[test]
+fn payloads_go_unsigned_over_https_only_unless_told() {
+    let s3 = |vars: &[(&str, &str)]| match StoreConfig::from_url_with_env("s3://b", env(vars)) {
+        Ok(StoreConfig::S3(c)) => c,
+        other => panic!("expected s3, got {other:?}"),
+    };
+    // AWS itself, an https endpoint (any case): TLS protects the bytes.
+    assert!(s3(&[]).unsigned_payload());
+    assert!(s3(&[("AWS_ENDPOINT_URL", "HTTPS://minio.example:9000")]).unsigned_payload());
+    // Plain http: the signature is all that protects them.
+    let http = [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    assert!(!s3(&http).unsigned_payload());
+    // AWS_UNSIGNED_PAYLOAD decides when set, either way.
+    let mut told = http.to_vec();
+    told.push(("AWS_UNSIGNED_PAYLOAD", "true"));
+    assert!(s3(&told).unsigned_payload());
+    assert!(!s3(&[("AWS_UNSIGNED_PAYLOAD", "false")]).unsigned_payload());
+}
+
+#[test]
 fn file_and_memory_urls() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("file://{}/store", dir.path().display());

@@ -79,6 +79,7 @@ pub fn s3_store(s3: &S3Server, prefix: &str) -> Store {
         endpoint: Some(s3.endpoint()),
         path_style: None,
         allow_http: true,
+        unsigned_payload: None,
         credentials: S3Credentials::Static {
             access_key_id: s3.access_key().into(),
             secret_access_key: s3.secret_key().into(),
