@@ -1117,7 +1117,7 @@ mod tests {
 
     #[test]
     fn files_go_live_only_while_none_waits_for_an_upload_from_disk() {
-        use object_store::{ObjectStore, ObjectStoreExt, local::LocalFileSystem};
+        use object_store::{ObjectStore, local::LocalFileSystem};
         // The local store writes each part out and lets go of its bytes, as S3 does.
         let bucket = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn ObjectStore> =
@@ -1151,18 +1151,9 @@ mod tests {
         let done = first
             .live
             .expect("the first file was uploaded while written");
-        let up = rt.block_on(done.wait()).expect("uploaded");
-        assert!(up.multipart);
         // Hashed by its upload, not by the hasher thread.
         assert!(first.sums.is_none());
-        let mut sums = SumsBuilder::default();
-        sums.update(&pattern(size));
-        assert_eq!(up.sha256, sums.finish().sha256);
-        let prefix = nightcap_storage::KeyPrefix::default();
-        let got = rt
-            .block_on(async { store.get(&first.key.to_path(&prefix)).await?.bytes().await })
-            .expect("in storage");
-        assert!(got.as_ref() == pattern(size), "the bytes written, in order");
+        assert_stored(&rt, &*store, &first.key, done, size);
         // Every chunk the upload held came back to the writer.
         assert_eq!(lock(&w.shared.free).lent, 0);
         w.finish().expect("no write error");
@@ -1170,7 +1161,7 @@ mod tests {
 
     #[test]
     fn an_upload_that_falls_behind_never_holds_up_the_capture_and_reads_the_rest_from_disk() {
-        use object_store::{ObjectStore, ObjectStoreExt, memory::InMemory};
+        use object_store::{ObjectStore, memory::InMemory};
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let (rt, live) = live_into(store.clone());
         let most = live.max_lent();
@@ -1204,6 +1195,22 @@ mod tests {
         );
         drop(hold);
         let done = first.live.expect("still uploaded by its live upload");
+        // The parts sent while written, then the rest from the file.
+        assert_stored(&rt, &*store, &first.key, done, size);
+        assert_eq!(lock(&w.shared.free).lent, 0, "every lent chunk came back");
+        w.finish().expect("no write error");
+    }
+
+    /// Waits for a live upload and checks that `store` holds the `size` bytes written, as one
+    /// multipart object with the right SHA-256.
+    fn assert_stored(
+        rt: &tokio::runtime::Runtime,
+        store: &dyn object_store::ObjectStore,
+        key: &CaptureKey,
+        done: LiveResult,
+        size: usize,
+    ) {
+        use object_store::ObjectStoreExt;
         let up = rt.block_on(done.wait()).expect("uploaded");
         assert!(up.multipart);
         let mut sums = SumsBuilder::default();
@@ -1211,14 +1218,9 @@ mod tests {
         assert_eq!(up.sha256, sums.finish().sha256);
         let prefix = nightcap_storage::KeyPrefix::default();
         let got = rt
-            .block_on(async { store.get(&first.key.to_path(&prefix)).await?.bytes().await })
+            .block_on(async { store.get(&key.to_path(&prefix)).await?.bytes().await })
             .expect("in storage");
-        assert!(
-            got.as_ref() == pattern(size),
-            "the parts sent while written, then the rest from the file"
-        );
-        assert_eq!(lock(&w.shared.free).lent, 0, "every lent chunk came back");
-        w.finish().expect("no write error");
+        assert!(got.as_ref() == pattern(size), "the bytes written, in order");
     }
 
     fn pattern(n: usize) -> Vec<u8> {

@@ -497,9 +497,34 @@ impl Task {
                 return Err(e);
             }
         };
-        match s.upload.complete().await {
+        // Every part is stored already (send_tail waited for them).
+        self.complete_parts(
+            s,
+            len,
+            sha256,
+            "Uploaded while written (the rest read from the spool file).",
+        )
+        .await
+    }
+
+    /// Waits for the parts still travelling and completes the multipart upload (aborted on an
+    /// error).
+    async fn complete_parts(
+        &self,
+        mut s: Sending,
+        len: u64,
+        sha256: String,
+        done: &'static str,
+    ) -> Result<UploadedFile> {
+        let finished = async {
+            while let Some(part) = s.in_flight.next().await {
+                joined(part)?;
+            }
+            s.upload.complete().await
+        };
+        match finished.await {
             Ok(res) => {
-                info!(key = %self.path, bytes = len, "Uploaded while written (the rest read from the spool file).");
+                info!(key = %self.path, bytes = len, "{done}");
                 Ok(UploadedFile {
                     key: self.path.to_string(),
                     bytes: len,
@@ -507,6 +532,7 @@ impl Task {
                     e_tag: res.e_tag,
                     multipart: true,
                     attempts: 1,
+                    // Declared before the SHA-256 was known: not all of them.
                     attributes_stored: false,
                     linked: false,
                 })
@@ -678,32 +704,8 @@ impl Task {
         if !rest.is_empty() {
             s.put(rest);
         }
-        let finished = async {
-            while let Some(done) = s.in_flight.next().await {
-                joined(done)?;
-            }
-            s.upload.complete().await
-        };
-        match finished.await {
-            Ok(res) => {
-                info!(key = %self.path, bytes = len, "Uploaded while written.");
-                Ok(UploadedFile {
-                    key: self.path.to_string(),
-                    bytes: len,
-                    sha256: sums.sha256,
-                    e_tag: res.e_tag,
-                    multipart: true,
-                    attempts: 1,
-                    // Declared before the SHA-256 was known: not all of them.
-                    attributes_stored: false,
-                    linked: false,
-                })
-            }
-            Err(e) => {
-                s.abort(&self.path).await;
-                Err(self.store_err(e))
-            }
-        }
+        self.complete_parts(s, len, sums.sha256, "Uploaded while written.")
+            .await
     }
 
     fn store_err(&self, source: object_store::Error) -> Error {
