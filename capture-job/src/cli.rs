@@ -85,10 +85,11 @@ pub struct CaptureArgs {
     /// so a closed file is in storage as soon as its last part is (tens of ms instead of
     /// hundreds at 1 Gbit/s), with the SHA-256 computed by the upload. Objects larger than one
     /// part then carry no `nightcap-sha256`/packets/end metadata (unknown when the upload
-    /// starts; the PacketCapture status has them). A file whose upload fails or falls more
-    /// than two parts behind the capture, and every file while others wait for an upload from
-    /// the spool, is uploaded from the spool once closed. `false`: upload closed files from
-    /// the spool.
+    /// starts; the PacketCapture status has them). An upload that falls behind the capture
+    /// (its buffers beyond (--upload-parallel-parts + 1) parts) keeps the parts it sent and
+    /// reads the rest from the spool file once the file is closed. A file whose upload fails,
+    /// and every file while others wait for an upload from the spool, is uploaded from the
+    /// spool once closed. `false`: upload closed files from the spool.
     #[arg(long, env = "NIGHTCAP_UPLOAD_WHILE_WRITING", default_value_t = true, action = clap::ArgAction::Set)]
     pub upload_while_writing: bool,
     /// Namespace component of the object keys.

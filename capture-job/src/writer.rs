@@ -810,9 +810,11 @@ impl Syncer {
 }
 
 impl Thread {
-    /// Lends the chunk just written (`written`) to the open file's live upload, if it has one;
-    /// gives the chunk back (None) or returns it for the hasher or the pool. An upload that
-    /// holds too many chunks or has stopped is dropped, and the file counted for the spool.
+    /// Lends the chunk just written (`written`) to the open file's live upload, if it has one
+    /// (None), or returns it for the hasher or the pool. When too many chunks are lent, an
+    /// upload that has sent parts is marked behind (it reads the rest from the file once
+    /// closed); one that has not, or that has stopped, is dropped and the file counted for the
+    /// spool.
     fn lend_to_live(&mut self, chunk: Chunk, written: bool) -> Option<Chunk> {
         let Some(f) = self.file.as_mut() else {
             return Some(chunk);
