@@ -124,6 +124,7 @@ impl Capture {
             runtime: tokio::runtime::Handle::current(),
             disk_backlog: counters.disk_backlog.clone(),
             active: Arc::default(),
+            cache_window: crate::writer::LIVE_CACHE_WINDOW,
         });
         let mut engine_cfg = opts.engine.clone();
         let block_timeout = Duration::from_millis(u64::from(opts.ring.block_timeout_ms));

@@ -3,7 +3,7 @@
 //! Little-endian, one section per file. See the pcapng specification (IETF draft
 //! draft-ietf-opsawg-pcapng) for the block layouts.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 const SHB: u32 = 0x0A0D_0D0A;
 const IDB: u32 = 0x0000_0001;
@@ -176,20 +176,31 @@ impl<W: Write> PcapngWriter<W> {
 /// Length of the longest prefix of `data` made of whole blocks (what survives of a file whose
 /// writer died mid-block).
 pub fn complete_prefix(data: &[u8]) -> usize {
-    let mut at = 0;
-    while at + 12 <= data.len() {
-        let len = u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
-        let len = len as usize;
-        if len < 12 || !len.is_multiple_of(4) || at + len > data.len() {
+    // Reading from memory cannot fail.
+    complete_prefix_in(io::Cursor::new(data), data.len() as u64).map_or(0, |n| n as usize)
+}
+
+/// [`complete_prefix`] of the first `len` bytes of `r`, read from its start without holding the
+/// file in memory: each block's length and trailer are read and its body skipped.
+pub fn complete_prefix_in(r: impl io::Read + io::Seek, len: u64) -> io::Result<u64> {
+    let mut r = io::BufReader::with_capacity(256 << 10, r);
+    let mut at = 0u64;
+    let mut word = [0u8; 4];
+    while at + 12 <= len {
+        r.seek_relative(4)?;
+        r.read_exact(&mut word)?;
+        let block = u64::from(u32::from_le_bytes(word));
+        if block < 12 || !block.is_multiple_of(4) || at + block > len {
             break;
         }
-        let trailer = &data[at + len - 4..at + len];
-        if u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]) as usize != len {
+        r.seek_relative(block as i64 - 12)?;
+        r.read_exact(&mut word)?;
+        if u64::from(u32::from_le_bytes(word)) != block {
             break;
         }
-        at += len;
+        at += block;
     }
-    at
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -219,6 +230,30 @@ mod tests {
         assert_eq!(data.len() % 4, 0);
         assert_eq!(complete_prefix(&data), data.len());
         assert!(complete_prefix(&data[..data.len() - 3]) < data.len() - 3);
+        // Every cut keeps exactly the whole blocks before it, and zeros where blocks were lost keep
+        // only whole blocks.
+        let ends: Vec<usize> = {
+            let mut at = 0;
+            let mut ends = vec![0];
+            while at < data.len() {
+                at += u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4")) as usize;
+                ends.push(at);
+            }
+            ends
+        };
+        for cut in 0..=data.len() {
+            let whole = *ends.iter().rev().find(|&&e| e <= cut).expect("0 is an end");
+            assert_eq!(complete_prefix(&data[..cut]), whole, "cut at {cut}");
+            let mut zeroed = data.clone();
+            zeroed[cut..].fill(0);
+            // A block whose zeroed bytes were zeros already survives; nothing zeroed is kept.
+            let got = complete_prefix(&zeroed);
+            assert!(
+                ends.contains(&got) && got >= whole,
+                "zeros from {cut}: {got}"
+            );
+            assert!(zeroed[..got] == data[..got], "zeros from {cut}: {got}");
+        }
         // The VLAN tag went back in after the MAC addresses.
         let vlan_epb = &data[data.len() - (32 + 24)..];
         assert_eq!(&vlan_epb[28 + 12..28 + 16], &[0x81, 0x00, 0x00, 0x07]);

@@ -2,9 +2,9 @@
 //!
 //! Layout: `{name}.partial` is the open file, `{name}` a closed one, `{name}.json` its sidecar
 //! (object key and metadata; written when the file is opened, completed when it is closed). A
-//! file is deleted only after its upload succeeded. On start, closed files left by an earlier
-//! run are uploaded first; a `.partial` left by a crash is cut back to its last complete block
-//! and uploaded too.
+//! file is deleted only after its upload succeeded. On start, files left by an earlier run are
+//! uploaded first, each cut back to its last complete block: a `.partial` left by a crash, and
+//! a closed file a node crash shortened (one uploaded while written is not synced when closed).
 
 use std::{
     collections::VecDeque,
@@ -135,21 +135,31 @@ pub fn leftovers(dir: &Path) -> Result<Vec<ClosedFile>> {
             continue;
         };
         let mut file_path = path.clone();
-        if partial {
-            let data = std::fs::read(&path).map_err(|e| Error::io(&path, "reading", e))?;
-            let keep = pcapng::complete_prefix(&data);
-            // A section header alone has no packets: nothing worth uploading.
-            if keep <= 32 {
-                let _ = std::fs::remove_file(&path);
-                let _ = std::fs::remove_file(&side);
-                continue;
-            }
-            let f = std::fs::OpenOptions::new()
+        // A crash can cut a `.partial` anywhere, and a closed file too: one uploaded while it
+        // was written is not synced when closed (`writer::Live::cache_window`). Either keeps
+        // its whole blocks.
+        let (len, keep) = std::fs::File::open(&path)
+            .and_then(|f| {
+                let len = f.metadata()?.len();
+                Ok((len, pcapng::complete_prefix_in(f, len)?))
+            })
+            .map_err(|e| Error::io(&path, "reading", e))?;
+        // A section header alone has no packets: nothing worth uploading.
+        if keep <= 32 {
+            warn!(file = %path.display(), bytes = len, "Spool file without a whole packet block; deleting it.");
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&side);
+            continue;
+        }
+        if keep < len {
+            std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
-                .map_err(|e| Error::io(&path, "opening", e))?;
-            f.set_len(keep as u64)
+                .and_then(|f| f.set_len(keep))
                 .map_err(|e| Error::io(&path, "truncating", e))?;
+            warn!(file = %path.display(), bytes = keep, cut = len - keep, "Cut a spool file back to its last whole block (an earlier run ended mid-write).");
+        }
+        if partial {
             file_path = path.with_file_name(name.trim_end_matches(".partial"));
             std::fs::rename(&path, &file_path).map_err(|e| Error::io(&file_path, "renaming", e))?;
             info!(file = %file_path.display(), bytes = keep, "Recovered an interrupted capture file.");

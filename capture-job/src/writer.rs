@@ -19,7 +19,9 @@
 //! stall is absorbed by dirty pages as for tcpdump. The cache holds about that window per file:
 //! its pages are reused while they are warm (on the VMs we measured, copying into pages the guest
 //! had not touched recently cost ~10× a normal copy) and the capture Job's memory cgroup is
-//! charged for the window only. With `direct` (`--spool-direct-io=true`) files are written with
+//! charged for the window only. A file whose upload while written keeps up is not written back
+//! (its last [`LIVE_CACHE_WINDOW`] bytes) nor synced: it is deleted once in storage, so its dirty
+//! pages never need to reach the disk ([`Live::cache_window`]). With `direct` (`--spool-direct-io=true`) files are written with
 //! `O_DIRECT` instead: the least CPU and no page cache for other processes to take from under us,
 //! but a disk stall longer than the chunk pool and the ring hold loses packets. Chunks are full and
 //! aligned except a file's last one, which is zero-padded to the alignment, written, and cut back
@@ -67,6 +69,9 @@ const WRITE_BEHIND: u64 = 32 << 20;
 const DROP_EVERY: u64 = 8 << 20;
 /// Buffered mode: writeback requests queued for the syncer at most.
 const MAX_KICKS: usize = 4;
+/// Buffered mode, a file uploaded while written: its last bytes up to this many are not written
+/// back (see [`Live::cache_window`]).
+pub(crate) const LIVE_CACHE_WINDOW: u64 = 128 << 20;
 
 /// A page-aligned buffer of [`CHUNK`] bytes and how many are used.
 struct Chunk {
@@ -173,6 +178,13 @@ pub(crate) struct Live {
     /// slower than the capture then sends later files through the spool, and memory stays
     /// bounded.
     pub(crate) active: Arc<AtomicUsize>,
+    /// Buffered mode: the last this many bytes of a file whose upload keeps up are not written
+    /// back ([`LIVE_CACHE_WINDOW`]), and the file is not synced when closed: its copy in the
+    /// spool is only needed if the upload fails, and it is deleted once the upload is complete,
+    /// so its dirty pages mostly never reach the disk (no writeback I/O and no CPU for it). A file
+    /// that outgrows the window is written back behind it; one whose upload falls behind is
+    /// written back and synced as any other.
+    pub(crate) cache_window: u64,
 }
 
 /// Most live uploads at once: the file being written and the previous one finishing.
@@ -271,6 +283,12 @@ struct Shared {
     /// Held by a test to stall this writer's hasher.
     #[cfg(test)]
     hash_gate: std::sync::Mutex<()>,
+    /// Bytes handed to the syncer for writeback, and files synced to disk when closed: what a
+    /// test can see of the disk traffic.
+    #[cfg(test)]
+    written_back: std::sync::atomic::AtomicU64,
+    #[cfg(test)]
+    synced: AtomicUsize,
 }
 
 struct Pool {
@@ -311,6 +329,10 @@ impl Writer {
             hash_skip: AtomicBool::new(false),
             #[cfg(test)]
             hash_gate: std::sync::Mutex::new(()),
+            #[cfg(test)]
+            written_back: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(test)]
+            synced: AtomicUsize::new(0),
         });
         // Every chunk plus an open and a close per file fit, so a send blocks only when the
         // thread is far behind (and then the pool has already run dry).
@@ -659,6 +681,8 @@ struct Closing {
     info: CloseInfo,
     sums: Option<FileSums>,
     live: Option<LiveResult>,
+    /// Sync it to disk before it is renamed (not when its upload kept up).
+    sync: bool,
 }
 
 /// Work for the hasher thread, in file order.
@@ -695,6 +719,9 @@ fn hash_files(shared: &Shared, rx: mpsc::Receiver<Hash>, sync: mpsc::Sender<Sync
             Hash::Abandon => sums = None,
             Hash::Close { mut open, info } => {
                 let sums = sums.take().map(SumsBuilder::finish);
+                // Its upload keeps up: the spool's copy is not made durable (see
+                // `Live::cache_window`).
+                let durable = open.live.as_ref().is_none_or(|l| l.behind);
                 let live = open.live.take().map(|l| {
                     let meta = info.meta.clone();
                     let done = if l.behind {
@@ -714,6 +741,7 @@ fn hash_files(shared: &Shared, rx: mpsc::Receiver<Hash>, sync: mpsc::Sender<Sync
                     info,
                     sums,
                     live,
+                    sync: durable,
                 });
                 if sync.send(Sync::Close(closing)).is_err() {
                     lock(&shared.free)
@@ -780,10 +808,15 @@ impl Syncer {
                     info,
                     sums,
                     live,
+                    sync,
                 } = *closing;
                 self.current = None;
                 let meta = info.meta;
-                match open.finish(&Sidecar::new(&info.key, &meta)) {
+                #[cfg(test)]
+                self.shared
+                    .synced
+                    .fetch_add(usize::from(sync), Ordering::SeqCst);
+                match open.finish(&Sidecar::new(&info.key, &meta), sync) {
                     Ok(done) => {
                         let name = info.key.file_name();
                         info!(file = %name, packets = meta.packets.unwrap_or(0), bytes = info.bytes, "Closed capture file.");
@@ -932,19 +965,30 @@ impl Thread {
                 }
                 if let Some(f) = self.file.as_mut()
                     && !f.direct
-                    && f.len > f.kicked
-                    && self.kicks.load(Ordering::SeqCst) < MAX_KICKS
                 {
-                    // A busy syncer gets the next, longer range instead of a queue.
-                    self.kicks.fetch_add(1, Ordering::SeqCst);
-                    let sent = self.sync.send(Sync::Written {
-                        file: f.file.clone(),
-                        start: f.kicked,
-                        end: f.len,
-                        kicks: self.kicks.clone(),
-                    });
-                    if sent.is_ok() {
-                        f.kicked = f.len;
+                    // The last bytes of a file whose upload keeps up stay out of writeback.
+                    let upto = match (&f.live, &self.live) {
+                        (Some(l), Some(live)) if !l.behind => {
+                            f.len.saturating_sub(live.cache_window)
+                        }
+                        _ => f.len,
+                    };
+                    if upto > f.kicked && self.kicks.load(Ordering::SeqCst) < MAX_KICKS {
+                        // A busy syncer gets the next, longer range instead of a queue.
+                        self.kicks.fetch_add(1, Ordering::SeqCst);
+                        let sent = self.sync.send(Sync::Written {
+                            file: f.file.clone(),
+                            start: f.kicked,
+                            end: upto,
+                            kicks: self.kicks.clone(),
+                        });
+                        if sent.is_ok() {
+                            #[cfg(test)]
+                            self.shared
+                                .written_back
+                                .fetch_add(upto - f.kicked, Ordering::SeqCst);
+                            f.kicked = upto;
+                        }
                     }
                 }
                 written.map(drop)
@@ -999,17 +1043,20 @@ impl Open {
         Ok(())
     }
 
-    /// Cuts the padding, syncs, completes the sidecar and renames: returns the closed path.
-    fn finish(self, sidecar: &Sidecar) -> Result<PathBuf> {
+    /// Cuts the padding, syncs (`sync`: not a file uploaded while written, see
+    /// [`Live::cache_window`]), completes the sidecar and renames: returns the closed path.
+    fn finish(self, sidecar: &Sidecar, sync: bool) -> Result<PathBuf> {
         if self.padded {
             self.file
                 .set_len(self.len)
                 .map_err(|e| Error::io(&self.partial, "truncating", e))?;
         }
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io(&self.partial, "syncing", e))?;
-        if !self.direct {
+        if sync {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io(&self.partial, "syncing", e))?;
+        }
+        if sync && !self.direct {
             // Written back: the cache has no use for it (the uploader reads it once).
             // SAFETY: posix_fadvise on our own descriptor (0, 0 = the whole file).
             unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
@@ -1113,6 +1160,7 @@ mod tests {
             runtime: rt.handle().clone(),
             disk_backlog: Arc::default(),
             active: Arc::default(),
+            cache_window: LIVE_CACHE_WINDOW,
         };
         (rt, live)
     }
@@ -1140,6 +1188,9 @@ mod tests {
             }
         });
         let first = rx.blocking_recv().expect("first file closed");
+        // Its upload kept up: its copy in the spool was neither written back nor synced.
+        assert_eq!(w.shared.written_back.load(Ordering::SeqCst), 0);
+        assert_eq!(w.shared.synced.load(Ordering::SeqCst), 0);
         // A file now waits for an upload from disk: the next one is not uploaded live either,
         // and is counted as one more.
         backlog.store(1, Ordering::SeqCst);
@@ -1150,6 +1201,9 @@ mod tests {
             "not live while the spool has a backlog"
         );
         assert_eq!(backlog.load(Ordering::SeqCst), 2);
+        // A file uploaded from the spool is written back and synced.
+        assert_eq!(w.shared.written_back.load(Ordering::SeqCst), 1000);
+        assert_eq!(w.shared.synced.load(Ordering::SeqCst), 1);
         let done = first
             .live
             .expect("the first file was uploaded while written");
@@ -1158,6 +1212,43 @@ mod tests {
         assert_stored(&rt, &*store, &first.key, done, size);
         // Every chunk the upload held came back to the writer.
         assert_eq!(lock(&w.shared.free).lent, 0);
+        w.finish().expect("no write error");
+    }
+
+    #[test]
+    fn a_file_uploaded_while_written_keeps_only_its_last_bytes_out_of_writeback() {
+        use object_store::{ObjectStore, local::LocalFileSystem};
+        let bucket = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(bucket.path()).expect("local store"));
+        let (rt, mut live) = live_into(store.clone());
+        live.cache_window = 4 << 20;
+        let in_time = live.max_lent() - CHUNKS - 1;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let w = Writer::start(tx, false, Some(live)).expect("writer");
+        let size = 3 * (5 << 20) + 12_345;
+        write_paced(&w, dir.path(), 0, size, || {
+            while lock(&w.shared.free).lent > in_time {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        let f = rx.blocking_recv().expect("file closed");
+        // Written back up to the window before its end at most (a busy syncer may skip a
+        // request: the next one covers the range), and not synced.
+        let back = w.shared.written_back.load(Ordering::SeqCst);
+        assert!(
+            back > 0,
+            "a file longer than the window is written back behind it"
+        );
+        assert!(
+            back <= (size as u64) - (4 << 20),
+            "{back} bytes written back"
+        );
+        assert_eq!(w.shared.synced.load(Ordering::SeqCst), 0);
+        // The spool's copy is whole all the same (the uploader falls back to it).
+        assert!(std::fs::read(&f.path).expect("closed file") == pattern(size));
+        assert_stored(&rt, &*store, &f.key, f.live.expect("uploaded live"), size);
         w.finish().expect("no write error");
     }
 

@@ -223,3 +223,100 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
         assert_fails(&args, &spool, &out, want);
     }
 }
+
+#[test]
+fn a_run_killed_mid_file_leaves_files_the_next_run_uploads_cut_to_whole_blocks() {
+    require_root();
+    let pod = NetnsPod::new();
+    let s3 = S3Server::start();
+    let spool = tempdir("cli-crash");
+    let command = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--netns", pod.name(), "--filter", "udp dst port 6102"])
+            .args(["--output", &format!("s3://{}/captures", s3.bucket())])
+            .arg("--spool-dir")
+            .arg(spool.path())
+            .args(["--rotate-bytes", "100MB", "--name", "crashed"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        s3_env(&mut cmd, &s3);
+        cmd
+    };
+    let mut child = start_capturing(&mut command(&[]));
+    // ~2 MB: whole 512 KiB chunks of the open file reach the spool, the rest is in memory.
+    pod.send_udp(
+        SocketAddr::new(IpAddr::V4(pod.host_ipv4()), 6102),
+        2000,
+        1000,
+    )
+    .expect("send");
+    let partial = (0..400)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::read_dir(spool.path())
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.to_string_lossy().ends_with(".pcapng.partial")
+                        && std::fs::metadata(p).is_ok_and(|m| m.len() >= 1 << 20)
+                })
+        })
+        .expect("a MiB of the open file in the spool");
+    // A crash: nothing is closed, synced or uploaded.
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let len = std::fs::metadata(&partial).expect("partial").len();
+    // A closed file a crash cut short too (one uploaded while written is not synced when
+    // closed): a copy under the next sequence number, cut mid-block.
+    let name = partial
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let closed_name = name
+        .trim_end_matches(".partial")
+        .replace("-000000.pcapng", "-000009.pcapng");
+    assert_ne!(closed_name, name.trim_end_matches(".partial"), "{name}");
+    let closed = spool.path().join(&closed_name);
+    let data = std::fs::read(&partial).expect("read");
+    std::fs::write(&closed, &data[..(len as usize) - 1003]).expect("closed copy");
+    let sidecar = |file: &str| {
+        spool
+            .path()
+            .join(format!("{}.json", file.trim_end_matches(".partial")))
+    };
+    let side = std::fs::read_to_string(sidecar(&name)).expect("sidecar");
+    std::fs::write(
+        sidecar(&closed_name),
+        side.replace("-000000.pcapng", "-000009.pcapng"),
+    )
+    .expect("closed sidecar");
+
+    // The next run uploads both, each cut back to its whole blocks, and the spool empties.
+    let mut child = start_capturing(&mut command(&["--duration", "1s"]));
+    let summary = summary_line(&mut child);
+    let keys: Vec<&str> = summary["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k.as_str())
+        .collect();
+    assert_eq!(keys.len(), 2, "{summary}");
+    let mut counts = Vec::new();
+    for key in &keys {
+        let object = s3.bucket_dir().join(key);
+        let size = std::fs::metadata(&object).expect("object").len();
+        // What tshark reads without complaint (it refuses a file cut mid-block).
+        let ports = tshark(&object, &["udp.dstport"]);
+        assert!(ports.iter().all(|p| p == "6102"), "{key}");
+        assert!(size < len, "{key}: {size} bytes of {len}");
+        counts.push(ports.len());
+    }
+    counts.sort_unstable();
+    // Every whole block of each: ~1 MiB of ~1 kB packets, one fewer where the copy was cut.
+    assert!(counts[0] >= 900, "{counts:?}");
+    assert!(counts[1] - counts[0] <= 1, "{counts:?}");
+    assert_eq!(std::fs::read_dir(spool.path()).expect("spool").count(), 0);
+}
