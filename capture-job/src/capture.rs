@@ -122,7 +122,7 @@ impl Capture {
         let live = (opts.upload.live && !linked).then(|| crate::writer::Live {
             uploader: uploader.clone(),
             runtime: tokio::runtime::Handle::current(),
-            disk_backlog: counters.disk_backlog.clone(),
+            storage_failing: counters.storage_failing.clone(),
             active: Arc::default(),
             cache_window: crate::writer::LIVE_CACHE_WINDOW,
         });

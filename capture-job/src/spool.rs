@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -206,8 +206,8 @@ pub struct UploadReport {
 pub struct SpoolCounters {
     /// Bytes in the spool (closed files waiting plus the open file).
     pub used: Arc<AtomicU64>,
-    /// Files that need an upload from disk and have not had it (see [`crate::writer::Live`]).
-    pub disk_backlog: Arc<AtomicUsize>,
+    /// The last upload failed (see [`crate::writer::Live`]).
+    pub storage_failing: Arc<AtomicBool>,
 }
 
 /// Upload settings.
@@ -237,8 +237,10 @@ pub async fn run_uploader(
     counters: SpoolCounters,
     cfg: UploaderConfig,
 ) -> UploadReport {
-    let SpoolCounters { used, disk_backlog } = counters;
-    disk_backlog.fetch_add(initial.len(), Ordering::SeqCst);
+    let SpoolCounters {
+        used,
+        storage_failing,
+    } = counters;
     let mut queue: VecDeque<ClosedFile> = initial.into();
     let mut report = UploadReport::default();
     let mut ring: VecDeque<CaptureKey> = VecDeque::new();
@@ -267,7 +269,7 @@ pub async fn run_uploader(
                 Ok(up) => Some(up),
                 Err(e) => {
                     warn!(key = %file.key, error = %e, "Uploading while writing failed; uploading the closed file.");
-                    disk_backlog.fetch_add(1, Ordering::SeqCst);
+                    storage_failing.store(true, Ordering::SeqCst);
                     None
                 }
             },
@@ -287,11 +289,7 @@ pub async fn run_uploader(
                 backoff = Duration::from_millis(250);
                 report.uploaded_live += u64::from(was_live);
                 report.linked += u64::from(up.linked);
-                if !was_live {
-                    // Counted when it started without (or lost) its live upload.
-                    let _ = disk_backlog
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-                }
+                storage_failing.store(false, Ordering::SeqCst);
                 if let Err(e) = std::fs::remove_file(&file.path) {
                     warn!(file = %file.path.display(), error = %e, "Uploaded but could not delete the local copy.");
                 }
@@ -326,6 +324,7 @@ pub async fn run_uploader(
                 }
             }
             Err(e) => {
+                storage_failing.store(true, Ordering::SeqCst);
                 queue.push_front(file);
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     warn!(error = %e, left = queue.len(), "Storage still failing after the grace period; files stay in the spool.");

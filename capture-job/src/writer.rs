@@ -167,23 +167,27 @@ pub(crate) struct Live {
     pub(crate) uploader: Arc<Uploader>,
     /// The runtime the parts are sent from.
     pub(crate) runtime: tokio::runtime::Handle,
-    /// Files that need an upload from disk and have not had it: counted up here when a file
-    /// starts without a live upload or its live upload stops, by the spool's uploader for
-    /// leftovers and failed live uploads, and down by the uploader once such a file is in
-    /// storage. A new file is uploaded live only when there are none: otherwise storage is
-    /// behind or down, and a live upload would compete with those (and their memory).
-    pub(crate) disk_backlog: Arc<AtomicUsize>,
+    /// Set by the spool's uploader when an upload failed (live or from the spool), cleared when
+    /// one succeeds. While set, storage is down or refusing: new files are not uploaded live
+    /// (their uploads would only hold memory until they failed too) but from the spool once
+    /// closed. Files waiting in the spool for any other reason (a live upload that could not
+    /// start or was dropped, leftovers of an earlier run) do not stop new files from going
+    /// live: a live upload is the cheapest way into storage (each byte hashed once and sent
+    /// from memory), and sending files through the spool because others are there made a node
+    /// short of CPU fall further behind with every file.
+    pub(crate) storage_failing: Arc<AtomicBool>,
     /// Live uploads not finished yet. A file starts one only while fewer than
     /// [`MAX_LIVE`] are (the previous file's may still be sending its last part): a store
     /// slower than the capture then sends later files through the spool, and memory stays
     /// bounded.
     pub(crate) active: Arc<AtomicUsize>,
-    /// Buffered mode: the last this many bytes of a file whose upload keeps up are not written
+    /// Buffered mode: the last this many bytes of a file uploaded while written are not written
     /// back ([`LIVE_CACHE_WINDOW`]), and the file is not synced when closed: its copy in the
     /// spool is only needed if the upload fails, and it is deleted once the upload is complete,
     /// so its dirty pages mostly never reach the disk (no writeback I/O and no CPU for it). A file
-    /// that outgrows the window is written back behind it; one whose upload falls behind is
-    /// written back and synced as any other.
+    /// that outgrows the window is written back behind it. An upload that fell behind reads the
+    /// rest through the page cache when none of it was written back (a copy, instead of waiting
+    /// for writeback and reading the disk).
     pub(crate) cache_window: u64,
 }
 
@@ -193,20 +197,18 @@ const MAX_LIVE: usize = 2;
 impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Live")
-            .field("disk_backlog", &self.disk_backlog)
+            .field("storage_failing", &self.storage_failing)
             .field("active", &self.active)
             .finish_non_exhaustive()
     }
 }
 
 impl Live {
-    /// A live upload for a new file, unless files wait for an upload from disk or enough live
-    /// uploads run (then this file is counted as one to upload from disk too).
+    /// A live upload for a new file, unless storage is failing or enough live uploads run.
     fn start(&self, key: &CaptureKey) -> Option<LiveFile> {
-        if self.disk_backlog.load(Ordering::SeqCst) > 0
+        if self.storage_failing.load(Ordering::SeqCst)
             || self.active.load(Ordering::SeqCst) >= MAX_LIVE
         {
-            self.count_for_disk();
             return None;
         }
         let meta = FileMeta {
@@ -230,11 +232,6 @@ impl Live {
     fn max_lent(&self) -> usize {
         let o = self.uploader.options();
         (o.max_concurrent_parts.max(1) + 1) * o.part_size.div_ceil(CHUNK) + CHUNKS
-    }
-
-    /// Counts the open file as one to upload from disk once closed.
-    fn count_for_disk(&self) {
-        self.disk_backlog.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -719,15 +716,22 @@ fn hash_files(shared: &Shared, rx: mpsc::Receiver<Hash>, sync: mpsc::Sender<Sync
             Hash::Abandon => sums = None,
             Hash::Close { mut open, info } => {
                 let sums = sums.take().map(SumsBuilder::finish);
-                // Its upload keeps up: the spool's copy is not made durable (see
+                // Uploaded while written: the spool's copy is not made durable (see
                 // `Live::cache_window`).
-                let durable = open.live.as_ref().is_none_or(|l| l.behind);
+                let durable = open.live.is_none();
+                // Nothing from the first byte not pushed on was written back: the rest is read
+                // through the page cache.
+                let cached = open
+                    .live
+                    .as_ref()
+                    .is_some_and(|l| !open.direct && open.kicked <= l.upload.pushed());
                 let live = open.live.take().map(|l| {
                     let meta = info.meta.clone();
                     let done = if l.behind {
                         // Written completely (the writer handled the close after every chunk);
                         // opened before the syncer renames it.
-                        l.upload.finish_from_file(&open.partial, open.len, meta)
+                        l.upload
+                            .finish_from_file(&open.partial, open.len, meta, cached)
                     } else {
                         l.upload.finish(open.len, meta)
                     };
@@ -879,7 +883,6 @@ impl Thread {
         // Its chunks come back now; the file has no sums (it was not hashed): the spool's
         // uploader hashes it.
         f.live = None;
-        live.count_for_disk();
         None
     }
 
@@ -968,9 +971,7 @@ impl Thread {
                 {
                     // The last bytes of a file whose upload keeps up stay out of writeback.
                     let upto = match (&f.live, &self.live) {
-                        (Some(l), Some(live)) if !l.behind => {
-                            f.len.saturating_sub(live.cache_window)
-                        }
+                        (Some(_), Some(live)) => f.len.saturating_sub(live.cache_window),
                         _ => f.len,
                     };
                     if upto > f.kicked && self.kicks.load(Ordering::SeqCst) < MAX_KICKS {
@@ -1158,7 +1159,7 @@ mod tests {
         let live = Live {
             uploader,
             runtime: rt.handle().clone(),
-            disk_backlog: Arc::default(),
+            storage_failing: Arc::default(),
             active: Arc::default(),
             cache_window: LIVE_CACHE_WINDOW,
         };
@@ -1166,14 +1167,14 @@ mod tests {
     }
 
     #[test]
-    fn files_go_live_only_while_none_waits_for_an_upload_from_disk() {
+    fn files_go_live_only_while_storage_is_not_failing() {
         use object_store::{ObjectStore, local::LocalFileSystem};
         // The local store writes each part out and lets go of its bytes, as S3 does.
         let bucket = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn ObjectStore> =
             Arc::new(LocalFileSystem::new_with_prefix(bucket.path()).expect("local store"));
         let (rt, live) = live_into(store.clone());
-        let backlog = live.disk_backlog.clone();
+        let failing = live.storage_failing.clone();
         // The chunks in the pipeline may all be lent on top of these without reaching the limit.
         let in_time = live.max_lent() - CHUNKS - 1;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1191,19 +1192,26 @@ mod tests {
         // Its upload kept up: its copy in the spool was neither written back nor synced.
         assert_eq!(w.shared.written_back.load(Ordering::SeqCst), 0);
         assert_eq!(w.shared.synced.load(Ordering::SeqCst), 0);
-        // A file now waits for an upload from disk: the next one is not uploaded live either,
-        // and is counted as one more.
-        backlog.store(1, Ordering::SeqCst);
+        // An upload failed: the next file is uploaded from the spool.
+        failing.store(true, Ordering::SeqCst);
         write_one(&w, dir.path(), 1, 1000);
         let second = rx.blocking_recv().expect("second file closed");
+        assert!(second.live.is_none(), "not live while storage is failing");
         assert!(
-            second.live.is_none(),
-            "not live while the spool has a backlog"
+            second.sums.is_some(),
+            "hashed while written, for its upload"
         );
-        assert_eq!(backlog.load(Ordering::SeqCst), 2);
         // A file uploaded from the spool is written back and synced.
         assert_eq!(w.shared.written_back.load(Ordering::SeqCst), 1000);
         assert_eq!(w.shared.synced.load(Ordering::SeqCst), 1);
+        // Storage is back: live again.
+        failing.store(false, Ordering::SeqCst);
+        write_one(&w, dir.path(), 2, 1000);
+        let third = rx.blocking_recv().expect("third file closed");
+        let up = rt
+            .block_on(third.live.expect("live once storage works").wait())
+            .expect("uploaded");
+        assert_eq!(up.bytes, 1000);
         let done = first
             .live
             .expect("the first file was uploaded while written");
@@ -1254,11 +1262,18 @@ mod tests {
 
     #[test]
     fn an_upload_that_falls_behind_never_holds_up_the_capture_and_reads_the_rest_from_disk() {
+        // O_DIRECT: the rest is read from the disk; write-behind: through the page cache (none
+        // of it was written back), and the file was neither written back nor synced.
+        for direct in [true, false] {
+            falls_behind(direct);
+        }
+    }
+
+    fn falls_behind(direct: bool) {
         use object_store::{ObjectStore, memory::InMemory};
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let (rt, live) = live_into(store.clone());
         let most = live.max_lent();
-        let backlog = live.disk_backlog.clone();
         // The runtime's only worker is held: no part is hashed or stored while the file is
         // written, as when the store (or the CPU the uploads get) is far slower than the capture.
         let (hold, held) = std::sync::mpsc::channel::<()>();
@@ -1270,7 +1285,7 @@ mod tests {
         is_busy.recv().expect("the worker is held");
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let w = Writer::start(tx, true, Some(live)).expect("writer");
+        let w = Writer::start(tx, direct, Some(live)).expect("writer");
         // Twice as much as the uploads may hold: the capture never waits for the store.
         let size = 2 * most * CHUNK + 777;
         write_one(&w, dir.path(), 0, size);
@@ -1281,11 +1296,8 @@ mod tests {
         );
         let data = std::fs::read(&first.path).expect("closed file");
         assert!(data == pattern(size), "the file holds every byte");
-        assert_eq!(
-            backlog.load(Ordering::SeqCst),
-            0,
-            "not counted for an upload from the spool"
-        );
+        assert_eq!(w.shared.written_back.load(Ordering::SeqCst), 0);
+        assert_eq!(w.shared.synced.load(Ordering::SeqCst), 0);
         drop(hold);
         let done = first.live.expect("still uploaded by its live upload");
         // The parts sent while written, then the rest from the file.

@@ -262,10 +262,20 @@ impl LiveUpload {
 
     /// The file at `path` is complete and holds `len` bytes, of which only the first
     /// [`LiveUpload::pushed`] were pushed: the rest is read from the file (opened now, so it may
-    /// be renamed afterwards), hashed and sent, and the upload completed. A file that cannot be
-    /// opened fails the upload ([`Error::LiveStopped`]).
-    pub fn finish_from_file(self, path: &FsPath, len: u64, meta: FileMeta) -> LiveDone {
-        let opened = LocalFile::open(path, self.direct).and_then(|mut f| {
+    /// be renamed afterwards), hashed and sent, and the upload completed. `cached`: the rest is
+    /// still in the page cache (it was never written back), so it is read through the cache —
+    /// a copy, where a direct read would first wait for the pages to be written back and then
+    /// read them from the disk; otherwise it is read as
+    /// [`UploadOptions::direct_io`](super::UploadOptions::direct_io) says. A file
+    /// that cannot be opened fails the upload ([`Error::LiveStopped`]).
+    pub fn finish_from_file(
+        self,
+        path: &FsPath,
+        len: u64,
+        meta: FileMeta,
+        cached: bool,
+    ) -> LiveDone {
+        let opened = LocalFile::open(path, self.direct && !cached).and_then(|mut f| {
             f.file.seek(SeekFrom::Start(self.pushed))?;
             Ok(f)
         });

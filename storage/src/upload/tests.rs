@@ -686,8 +686,10 @@ async fn an_upload_that_fell_behind_sends_the_rest_from_the_closed_file() {
             .feed(&mut live, &bytes[..pushed], Duration::ZERO)
             .await
             .expect("goes on");
-        // The file may be renamed once closed: the upload has it open already.
-        let done = live.finish_from_file(&path, bytes.len() as u64, FileMeta::default());
+        // The file may be renamed once closed: the upload has it open already. Read directly
+        // or, as when it was never written back, through the page cache.
+        let cached = seq % 2 == 1;
+        let done = live.finish_from_file(&path, bytes.len() as u64, FileMeta::default(), cached);
         std::fs::rename(&path, path.with_extension("closed")).expect("rename");
         let res = done.wait().await.expect("uploaded");
         assert_eq!(res.bytes, bytes.len() as u64, "{pushed}");
@@ -712,7 +714,7 @@ async fn an_upload_that_fell_behind_sends_the_rest_from_the_closed_file() {
         .await
         .expect("goes on");
     let res = live
-        .finish_from_file(&path, bytes.len() as u64, FileMeta::default())
+        .finish_from_file(&path, bytes.len() as u64, FileMeta::default(), false)
         .wait()
         .await
         .expect("uploaded");
@@ -730,7 +732,7 @@ async fn an_upload_that_fell_behind_sends_the_rest_from_the_closed_file() {
         .await
         .expect("goes on");
     let err = live
-        .finish_from_file(&short, bytes.len() as u64, FileMeta::default())
+        .finish_from_file(&short, bytes.len() as u64, FileMeta::default(), false)
         .wait()
         .await
         .expect_err("the file is shorter");
@@ -748,6 +750,7 @@ async fn an_upload_that_fell_behind_sends_the_rest_from_the_closed_file() {
             &dir.path().join("gone.pcapng"),
             bytes.len() as u64,
             FileMeta::default(),
+            false,
         )
         .wait()
         .await
