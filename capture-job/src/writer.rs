@@ -1166,22 +1166,36 @@ mod tests {
         (rt, live)
     }
 
-    #[test]
-    fn files_go_live_only_while_storage_is_not_failing() {
-        use object_store::{ObjectStore, local::LocalFileSystem};
-        // The local store writes each part out and lets go of its bytes, as S3 does.
+    /// A writer uploading live into a local store (it writes each part out and lets go of its
+    /// bytes, as S3 does), keeping `window` bytes of live files out of writeback, and its first
+    /// file, closed: three parts and a bit, written at the pace of the store (these tests are
+    /// not about a store that falls behind: an unoptimised SHA-256 is slower than the writer).
+    struct Paced {
+        rt: tokio::runtime::Runtime,
+        store: Arc<dyn object_store::ObjectStore>,
+        w: Writer,
+        rx: tokio::sync::mpsc::UnboundedReceiver<ClosedFile>,
+        failing: Arc<AtomicBool>,
+        first: ClosedFile,
+        size: usize,
+        dir: tempfile::TempDir,
+        _bucket: tempfile::TempDir,
+    }
+
+    fn paced_live_file(window: u64) -> Paced {
         let bucket = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalFileSystem::new_with_prefix(bucket.path()).expect("local store"));
-        let (rt, live) = live_into(store.clone());
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(bucket.path())
+                .expect("local store"),
+        );
+        let (rt, mut live) = live_into(store.clone());
+        live.cache_window = window;
         let failing = live.storage_failing.clone();
         // The chunks in the pipeline may all be lent on top of these without reaching the limit.
         let in_time = live.max_lent() - CHUNKS - 1;
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let w = Writer::start(tx, false, Some(live)).expect("writer");
-        // Three parts and a bit, at the pace of the store (this test is not about a store that
-        // falls behind: an unoptimised SHA-256 is slower than the writer).
         let size = 3 * (5 << 20) + 12_345;
         write_paced(&w, dir.path(), 0, size, || {
             while lock(&w.shared.free).lent > in_time {
@@ -1189,6 +1203,32 @@ mod tests {
             }
         });
         let first = rx.blocking_recv().expect("first file closed");
+        Paced {
+            rt,
+            store,
+            w,
+            rx,
+            failing,
+            first,
+            size,
+            dir,
+            _bucket: bucket,
+        }
+    }
+
+    #[test]
+    fn files_go_live_only_while_storage_is_not_failing() {
+        let Paced {
+            rt,
+            store,
+            w,
+            mut rx,
+            failing,
+            first,
+            size,
+            dir,
+            _bucket,
+        } = paced_live_file(LIVE_CACHE_WINDOW);
         // Its upload kept up: its copy in the spool was neither written back nor synced.
         assert_eq!(w.shared.written_back.load(Ordering::SeqCst), 0);
         assert_eq!(w.shared.synced.load(Ordering::SeqCst), 0);
@@ -1225,23 +1265,17 @@ mod tests {
 
     #[test]
     fn a_file_uploaded_while_written_keeps_only_its_last_bytes_out_of_writeback() {
-        use object_store::{ObjectStore, local::LocalFileSystem};
-        let bucket = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalFileSystem::new_with_prefix(bucket.path()).expect("local store"));
-        let (rt, mut live) = live_into(store.clone());
-        live.cache_window = 4 << 20;
-        let in_time = live.max_lent() - CHUNKS - 1;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let w = Writer::start(tx, false, Some(live)).expect("writer");
-        let size = 3 * (5 << 20) + 12_345;
-        write_paced(&w, dir.path(), 0, size, || {
-            while lock(&w.shared.free).lent > in_time {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        });
-        let f = rx.blocking_recv().expect("file closed");
+        let Paced {
+            rt,
+            store,
+            w,
+            first: f,
+            size,
+            // Held to the end: the spool and the store.
+            dir: _dir,
+            _bucket,
+            ..
+        } = paced_live_file(4 << 20);
         // Written back up to the window before its end at most (a busy syncer may skip a
         // request: the next one covers the range), and not synced.
         let back = w.shared.written_back.load(Ordering::SeqCst);
