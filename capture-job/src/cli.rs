@@ -88,8 +88,10 @@ pub struct CaptureArgs {
     /// starts; the PacketCapture status has them). An upload that falls behind the capture
     /// (its buffers beyond (--upload-parallel-parts + 1) parts) keeps the parts it sent and
     /// reads the rest from the spool file once the file is closed. A file whose upload fails,
-    /// and every file while others wait for an upload from the spool, is uploaded from the
-    /// spool once closed. `false`: upload closed files from the spool.
+    /// and every file while uploads are failing (until one succeeds), is uploaded from the
+    /// spool once closed. The spool copy of a file uploaded this way is neither written back
+    /// (its last 128 MiB) nor synced: it is deleted once in storage. `false`: upload closed
+    /// files from the spool.
     #[arg(long, env = "NIGHTCAP_UPLOAD_WHILE_WRITING", default_value_t = true, action = clap::ArgAction::Set)]
     pub upload_while_writing: bool,
     /// Namespace component of the object keys.
