@@ -13,8 +13,9 @@
 //! [`LiveUpload::finish`] sends the rest and completes: a file no larger than one part goes up
 //! in one PUT with all attributes. A writer whose upload falls behind stops pushing and calls
 //! [`LiveUpload::finish_from_file`] once the file is closed: the parts already sent stay, and the
-//! rest is read from the file (with `O_DIRECT`, part by part, like an upload from the spool),
-//! hashed and sent, so nothing is read or hashed twice. A larger one is a multipart upload, which must declare its
+//! rest is read from the file (part by part, with `O_DIRECT` like an upload from the spool, or
+//! through the page cache when the writer never wrote it back), hashed and sent, so nothing is
+//! read or hashed twice. A larger one is a multipart upload, which must declare its
 //! attributes before the first part: it records the content type, start and pods
 //! ([`FileMeta::to_attributes_unhashed`]) but not the SHA-256, packets or end, which are only
 //! known at the end (the PacketCapture status records them). Dropping a [`LiveUpload`] aborts it:
