@@ -19,9 +19,10 @@
 //! stall is absorbed by dirty pages as for tcpdump. The cache holds about that window per file:
 //! its pages are reused while they are warm (on the VMs we measured, copying into pages the guest
 //! had not touched recently cost ~10× a normal copy) and the capture Job's memory cgroup is
-//! charged for the window only. A file whose upload while written keeps up is not written back
-//! (its last [`LIVE_CACHE_WINDOW`] bytes) nor synced: it is deleted once in storage, so its dirty
-//! pages never need to reach the disk ([`Live::cache_window`]). With `direct` (`--spool-direct-io=true`) files are written with
+//! charged for the window only. A file uploaded while written is not written back (its last
+//! [`LIVE_CACHE_WINDOW`] bytes) nor synced: it is deleted once in storage, so its dirty pages
+//! never need to reach the disk ([`Live::cache_window`]). With `direct`
+//! (`--spool-direct-io=true`) files are written with
 //! `O_DIRECT` instead: the least CPU and no page cache for other processes to take from under us,
 //! but a disk stall longer than the chunk pool and the ring hold loses packets. Chunks are full and
 //! aligned except a file's last one, which is zero-padded to the alignment, written, and cut back
@@ -678,7 +679,7 @@ struct Closing {
     info: CloseInfo,
     sums: Option<FileSums>,
     live: Option<LiveResult>,
-    /// Sync it to disk before it is renamed (not when its upload kept up).
+    /// Sync it to disk before it is renamed (not a file uploaded while written).
     sync: bool,
 }
 
@@ -969,7 +970,7 @@ impl Thread {
                 if let Some(f) = self.file.as_mut()
                     && !f.direct
                 {
-                    // The last bytes of a file whose upload keeps up stay out of writeback.
+                    // The last bytes of a file uploaded while written stay out of writeback.
                     let upto = match (&f.live, &self.live) {
                         (Some(_), Some(live)) => f.len.saturating_sub(live.cache_window),
                         _ => f.len,
