@@ -56,7 +56,7 @@ pub struct Summary {
     pub packets_written: u64,
     /// Packets lost: ring full (kernel) plus spool full.
     pub packets_dropped: u64,
-    /// Bytes written to files.
+    /// Bytes written to files: every block, so the files' sizes add up to it.
     pub bytes: u64,
     /// Files closed.
     pub files: u64,

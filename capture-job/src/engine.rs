@@ -215,6 +215,8 @@ impl Sink {
                 .map_err(|e| Error::io(&partial, "writing", e))?;
             if_ids.push((*tid, i));
         }
+        // The header blocks count as written, so the summary's bytes are the files' sizes.
+        self.stats.bytes += writer.bytes();
         self.file = Some(OpenFile {
             writer,
             partial,
@@ -298,10 +300,12 @@ impl Sink {
 
     fn add(&mut self, id: u64, info: InterfaceInfo) -> Result<()> {
         if let Some(f) = self.file.as_mut() {
+            let before = f.writer.bytes();
             let i = f
                 .writer
                 .add_interface(&info)
                 .map_err(|e| Error::io(&f.partial, "writing", e))?;
+            self.stats.bytes += f.writer.bytes() - before;
             f.if_ids.push((id, i));
         }
         self.infos.push((id, info));

@@ -79,10 +79,11 @@ fn rotation_by_size_gives_full_valid_files() {
     // Each file closes at the first packet that brings it to 64 KiB: header blocks plus 64 EPBs
     // (63 x 1036 = 65268 < 65536 - header), so 600 packets make 10 files (9 full + 1 partial).
     assert_eq!(files.len() as u64, s.files);
-    let mut total = 0;
+    let (mut total, mut bytes) = (0, 0);
     for (i, f) in files.iter().enumerate() {
         let n = tshark(f, &["frame.len"]).len();
         let size = std::fs::metadata(f).expect("file").len();
+        bytes += size;
         if i + 1 < files.len() {
             assert!(
                 (65536..65536 + 1036).contains(&size),
@@ -94,6 +95,8 @@ fn rotation_by_size_gives_full_valid_files() {
     }
     assert_eq!(total, 600);
     assert_eq!(files.len(), 600usize.div_ceil(64));
+    // The summary's bytes are everything written: header blocks too.
+    assert_eq!(s.bytes, bytes, "{s:?}");
 }
 
 #[test]
