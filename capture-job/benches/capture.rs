@@ -15,7 +15,11 @@
 //! `NIGHTCAP_BENCH_ARGS` (extra nightcap-capture flags), `NIGHTCAP_BENCH_DIR` (spool and files),
 //! `NIGHTCAP_BENCH_SECONDS` (flood length, default 5), `NIGHTCAP_BENCH_STDERR=1` (nightcap's log),
 //! `NIGHTCAP_BENCH_SENDERS` (generator threads, default 1), `NIGHTCAP_BENCH_PPS` (total send
-//! rate in packets per second; default: as fast as the senders can).
+//! rate in packets per second; default: as fast as the senders can), `NIGHTCAP_BENCH_OUTPUT`
+//! (`dir`, the default: a directory in /dev/shm standing in for object storage; `s3`: the test
+//! harness's SigV4-checking S3 server in this process on 127.0.0.1, objects kept in /dev/shm —
+//! the real multipart protocol, with the server sharing the CPUs; bodies are sent as
+//! `UNSIGNED-PAYLOAD`, as over HTTPS, unless `AWS_UNSIGNED_PAYLOAD` says otherwise).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -25,7 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nightcap_testsupport::NetnsPod;
+use nightcap_testsupport::{NetnsPod, S3Server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nightcap-capture");
 /// Flood length: 5 s, or `NIGHTCAP_BENCH_SECONDS` (e.g. 40 for a >10 GB capture at 1400 B).
@@ -180,6 +184,21 @@ struct Row {
     /// nightcap: CPU seconds from the flood's start to the process's exit (the uploads it
     /// finishes after SIGTERM included; `cpu` stops at SIGTERM).
     cpu_to_exit: Option<f64>,
+    /// nightcap with the S3 output: what reached the server.
+    stored: Option<Stored>,
+}
+
+/// What the S3 server holds after a flood, against what nightcap wrote.
+#[derive(Debug, Default)]
+struct Stored {
+    /// Objects of the run's keys found in the bucket.
+    objects: usize,
+    /// Their total size.
+    bytes: u64,
+    /// Files nightcap closed.
+    files: u64,
+    /// Bytes nightcap wrote.
+    written: u64,
 }
 
 /// User + system CPU seconds of the children reaped so far.
@@ -234,9 +253,99 @@ struct Case {
     rotate_mb: Option<u64>,
 }
 
-/// Where nightcap uploads to: a directory in /dev/shm (tmpfs) when there is one, standing in for
-/// object storage across the network — the upload costs the capture host CPU (copies) but no
-/// disk traffic, so the spool's disk is not also the store's.
+/// Where nightcap uploads to (`NIGHTCAP_BENCH_OUTPUT`).
+enum Output {
+    /// [`output_dir`]: files copied into tmpfs.
+    Dir,
+    /// The harness's S3 server (objects in tmpfs too).
+    S3(S3Server),
+}
+
+impl Output {
+    fn from_env() -> Self {
+        match std::env::var("NIGHTCAP_BENCH_OUTPUT").as_deref() {
+            Err(_) | Ok("dir") => Self::Dir,
+            Ok("s3") => {
+                let shm = Path::new("/dev/shm");
+                let base = if shm.is_dir() {
+                    shm.to_path_buf()
+                } else {
+                    std::env::temp_dir()
+                };
+                Self::S3(
+                    S3Server::try_start_in(&base)
+                        .unwrap_or_else(|e| panic!("starting the S3 server: {e}")),
+                )
+            }
+            Ok(other) => panic!("NIGHTCAP_BENCH_OUTPUT: unknown output {other:?} (dir, s3)"),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::Dir => "output: a directory in tmpfs",
+            Self::S3(_) => "output: S3 server on 127.0.0.1 (SigV4, multipart)",
+        }
+    }
+
+    /// The object key prefix of one flood's files (the run directory's name).
+    fn prefix(dir: &Path) -> String {
+        format!(
+            "bench/{}",
+            dir.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        )
+    }
+
+    /// Points `cmd` (nightcap) at this output for the flood run in `dir`.
+    fn configure(&self, cmd: &mut Command, dir: &Path) {
+        match self {
+            Self::Dir => {
+                cmd.args(["--output", &format!("file://{}", output_dir(dir).display())]);
+            }
+            Self::S3(s3) => {
+                cmd.args([
+                    "--output",
+                    &format!("s3://{}/{}", s3.bucket(), Self::prefix(dir)),
+                ])
+                .env("AWS_ENDPOINT_URL", s3.endpoint())
+                .env("AWS_ACCESS_KEY_ID", s3.access_key())
+                .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
+                .env("AWS_REGION", s3.region())
+                .env("AWS_ALLOW_HTTP", "true");
+                if std::env::var_os("AWS_UNSIGNED_PAYLOAD").is_none() {
+                    cmd.env("AWS_UNSIGNED_PAYLOAD", "true");
+                }
+            }
+        }
+    }
+
+    /// Objects of `keys` in storage and their total size (S3 only: the server's files).
+    fn stored(&self, keys: &[&str]) -> Option<(usize, u64)> {
+        let Self::S3(s3) = self else { return None };
+        let sizes: Vec<u64> = keys
+            .iter()
+            .filter_map(|k| std::fs::metadata(s3.bucket_dir().join(k)).ok())
+            .map(|m| m.len())
+            .collect();
+        Some((sizes.len(), sizes.iter().sum()))
+    }
+
+    /// Deletes one flood's files.
+    fn clean(&self, dir: &Path) {
+        match self {
+            Self::Dir => drop(std::fs::remove_dir_all(output_dir(dir))),
+            Self::S3(s3) => drop(std::fs::remove_dir_all(
+                s3.bucket_dir().join(Self::prefix(dir)),
+            )),
+        }
+    }
+}
+
+/// Where nightcap uploads to by default: a directory in /dev/shm (tmpfs) when there is one,
+/// standing in for object storage across the network — the upload costs the capture host CPU
+/// (copies) but no disk traffic, so the spool's disk is not also the store's.
 fn output_dir(dir: &Path) -> std::path::PathBuf {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
@@ -252,7 +361,7 @@ fn output_dir(dir: &Path) -> std::path::PathBuf {
     }
 }
 
-fn start_nightcap(pod: &NetnsPod, case: &Case, dir: &Path) -> Child {
+fn start_nightcap(pod: &NetnsPod, case: &Case, dir: &Path, output: &Output) -> Child {
     let rotate = case
         .rotate_mb
         .map_or_else(|| "100GiB".to_owned(), |mb| format!("{mb}MB"));
@@ -267,15 +376,15 @@ fn start_nightcap(pod: &NetnsPod, case: &Case, dir: &Path) -> Child {
     } else {
         &["--ring-block-size", "1MiB", "--ring-blocks", "16"]
     };
-    Command::new(BIN)
-        .args(["--netns", pod.name(), "--filter", case.filter])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--netns", pod.name(), "--filter", case.filter])
         .args(["--rotate-bytes", &rotate])
         .args(["--spool-max-bytes", "100GiB", "--rotate-seconds", "3600"])
         .args(ring)
         .arg("--spool-dir")
-        .arg(dir.join("spool"))
-        .args(["--output", &format!("file://{}", output_dir(dir).display())])
-        .args(&extra)
+        .arg(dir.join("spool"));
+    output.configure(&mut cmd, dir);
+    cmd.args(&extra)
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("NIGHTCAP_BENCH_STDERR").is_some() {
             Stdio::inherit()
@@ -302,13 +411,13 @@ fn start_tcpdump(pod: &NetnsPod, case: &Case, dir: &Path) -> Child {
         .expect("start tcpdump")
 }
 
-fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
+fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools, output: &Output) -> Run {
     // Start from a clean page cache state: the previous run's files are written back first,
     // so neither tool pays for the other's writeback.
     // SAFETY: sync(2) takes no arguments.
     unsafe { libc::sync() };
     std::fs::create_dir_all(dir).expect("bench dir");
-    let nightcap = (tools != Tools::Tcpdump).then(|| start_nightcap(pod, case, dir));
+    let nightcap = (tools != Tools::Tcpdump).then(|| start_nightcap(pod, case, dir, output));
     let tcpdump = (tools != Tools::Nightcap).then(|| start_tcpdump(pod, case, dir));
     std::thread::sleep(Duration::from_secs(2));
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -369,9 +478,19 @@ fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
         r.captured = json["packets_written"].as_u64().unwrap_or(0);
         r.dropped = json["packets_dropped"].as_u64().unwrap_or(0);
         r.upload_latency_ms = json["max_upload_latency_ms"].as_u64();
+        let keys: Vec<&str> = json["keys"]
+            .as_array()
+            .map(|k| k.iter().filter_map(|k| k.as_str()).collect())
+            .unwrap_or_default();
+        r.stored = output.stored(&keys).map(|(objects, bytes)| Stored {
+            objects,
+            bytes,
+            files: json["files"].as_u64().unwrap_or(0),
+            written: json["bytes"].as_u64().unwrap_or(0),
+        });
     }
     let _ = std::fs::remove_dir_all(dir);
-    let _ = std::fs::remove_dir_all(output_dir(dir));
+    output.clean(dir);
     Run {
         sent,
         expected,
@@ -385,10 +504,10 @@ fn flood(pod: &NetnsPod, case: &Case, dir: &Path, tools: Tools) -> Run {
     }
 }
 
-fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
+fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools], output: &Output) {
     let selective = case.selective;
     println!(
-        "\n## {}: filter '{}', {}-byte frames, {} s flood from {} sender thread(s){}; 1 in {selective} matches; {}",
+        "\n## {}: filter '{}', {}-byte frames, {} s flood from {} sender thread(s){}; 1 in {selective} matches; {}; {}",
         case.label,
         case.filter,
         case.payload + 42,
@@ -403,7 +522,8 @@ fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
                 "{mb} MB files (nightcap uploads each closed file to the output while capturing)"
             ),
             None => "one file".to_owned(),
-        }
+        },
+        output.describe()
     );
     println!(
         "| run | tool | sent (M pps) | captured | dropped | lost vs expected | CPU s (user+sys) | ns CPU / captured pkt | peak RSS MiB | load avg |"
@@ -425,7 +545,7 @@ fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
     };
     let mut alone = (None, None);
     for &mode in modes {
-        let run = flood(pod, case, dir, mode);
+        let run = flood(pod, case, dir, mode, output);
         let name = if mode == Tools::Together {
             "together"
         } else {
@@ -445,6 +565,17 @@ fn scenario(pod: &NetnsPod, case: &Case, dir: &Path, modes: &[Tools]) {
         {
             println!(
                 "| {name} | nightcap: longest time from rotation to the file in storage: {ms} ms |||||||||"
+            );
+        }
+        if let Some(s) = run.nightcap.as_ref().and_then(|r| r.stored.as_ref()) {
+            let whole = s.objects as u64 == s.files && s.bytes == s.written;
+            println!(
+                "| {name} | nightcap: in storage {} objects, {} bytes of {} files, {} bytes written{} |||||||||",
+                s.objects,
+                s.bytes,
+                s.files,
+                s.written,
+                if whole { "" } else { " — MISSING DATA" }
             );
         }
         if let Some(r) = &run.nightcap
@@ -490,6 +621,7 @@ fn main() {
         return;
     }
     let pod = NetnsPod::new();
+    let output = Output::from_env();
     misdirect_host(&pod);
     let base = std::env::var_os("NIGHTCAP_BENCH_DIR")
         .map(std::path::PathBuf::from)
@@ -553,7 +685,7 @@ fn main() {
             continue;
         }
         let dir = base.join(case.label.replace([' ', ','], "_"));
-        scenario(&pod, case, &dir, &modes);
+        scenario(&pod, case, &dir, &modes, &output);
     }
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -54,11 +54,19 @@ impl S3Server {
 
     /// Like [`start`](Self::start), returning the error.
     pub fn try_start() -> Result<Self> {
-        let base = std::env::temp_dir();
+        Self::try_start_in(&std::env::temp_dir())
+    }
+
+    /// Like [`try_start`](Self::try_start), keeping the buckets in a new directory under
+    /// `base` (e.g. `/dev/shm`, so that storing objects costs no disk I/O).
+    pub fn try_start_in(base: &Path) -> Result<Self> {
         let root = tempfile::Builder::new()
             .prefix("nightcap-s3-")
-            .tempdir_in(&base)
-            .map_err(|source| Error::TempDir { base, source })?;
+            .tempdir_in(base)
+            .map_err(|source| Error::TempDir {
+                base: base.to_path_buf(),
+                source,
+            })?;
         let access_key = format!("AKNC{:016X}", rand::random::<u64>());
         let secret_key = format!(
             "{:032x}{:08x}",
