@@ -265,18 +265,10 @@ impl Output {
     fn from_env() -> Self {
         match std::env::var("NIGHTCAP_BENCH_OUTPUT").as_deref() {
             Err(_) | Ok("dir") => Self::Dir,
-            Ok("s3") => {
-                let shm = Path::new("/dev/shm");
-                let base = if shm.is_dir() {
-                    shm.to_path_buf()
-                } else {
-                    std::env::temp_dir()
-                };
-                Self::S3(
-                    S3Server::try_start_in(&base)
-                        .unwrap_or_else(|e| panic!("starting the S3 server: {e}")),
-                )
-            }
+            Ok("s3") => Self::S3(
+                S3Server::try_start_in(&tmpfs().unwrap_or_else(std::env::temp_dir))
+                    .unwrap_or_else(|e| panic!("starting the S3 server: {e}")),
+            ),
             Ok(other) => panic!("NIGHTCAP_BENCH_OUTPUT: unknown output {other:?} (dir, s3)"),
         }
     }
@@ -309,11 +301,7 @@ impl Output {
                     "--output",
                     &format!("s3://{}/{}", s3.bucket(), Self::prefix(dir)),
                 ])
-                .env("AWS_ENDPOINT_URL", s3.endpoint())
-                .env("AWS_ACCESS_KEY_ID", s3.access_key())
-                .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
-                .env("AWS_REGION", s3.region())
-                .env("AWS_ALLOW_HTTP", "true");
+                .envs(s3.client_env());
                 if std::env::var_os("AWS_UNSIGNED_PAYLOAD").is_none() {
                     cmd.env("AWS_UNSIGNED_PAYLOAD", "true");
                 }
@@ -343,12 +331,17 @@ impl Output {
     }
 }
 
+/// /dev/shm, when this machine has it.
+fn tmpfs() -> Option<std::path::PathBuf> {
+    let shm = Path::new("/dev/shm");
+    shm.is_dir().then(|| shm.to_path_buf())
+}
+
 /// Where nightcap uploads to by default: a directory in /dev/shm (tmpfs) when there is one,
 /// standing in for object storage across the network — the upload costs the capture host CPU
 /// (copies) but no disk traffic, so the spool's disk is not also the store's.
 fn output_dir(dir: &Path) -> std::path::PathBuf {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
+    if let Some(shm) = tmpfs() {
         shm.join(format!(
             "nightcap-bench-out-{}-{}",
             std::process::id(),

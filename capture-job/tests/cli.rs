@@ -18,12 +18,7 @@ use nightcap_testsupport::{NetnsPod, S3Server, require_root};
 const BIN: &str = env!("CARGO_BIN_EXE_nightcap-capture");
 
 fn s3_env(cmd: &mut Command, s3: &S3Server) {
-    cmd.env("AWS_ENDPOINT_URL", s3.endpoint())
-        .env("AWS_ACCESS_KEY_ID", s3.access_key())
-        .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
-        .env("AWS_REGION", s3.region())
-        .env("AWS_ALLOW_HTTP", "true")
-        .env_remove("NIGHTCAP_FILTER");
+    cmd.envs(s3.client_env()).env_remove("NIGHTCAP_FILTER");
 }
 
 /// Starts `cmd` (stdout and stderr piped) and waits until its ring is attached (the log line),

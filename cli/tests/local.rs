@@ -57,11 +57,7 @@ impl Local {
             .arg("--status-file")
             .arg(self.status_path())
             .args(["--pods-gone-grace", "2s"])
-            .env("AWS_ENDPOINT_URL", self.s3.endpoint())
-            .env("AWS_ACCESS_KEY_ID", self.s3.access_key())
-            .env("AWS_SECRET_ACCESS_KEY", self.s3.secret_key())
-            .env("AWS_REGION", self.s3.region())
-            .env("AWS_ALLOW_HTTP", "true")
+            .envs(self.s3.client_env())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null());
         cmd

@@ -204,17 +204,10 @@ impl Cluster {
                 ..ObjectMeta::default()
             },
             data: Some(
-                [
-                    ("NIGHTCAP_OUTPUT", format!("s3://{}/e2e", s3.bucket())),
-                    ("AWS_ENDPOINT_URL", s3.endpoint()),
-                    ("AWS_ACCESS_KEY_ID", s3.access_key().into()),
-                    ("AWS_SECRET_ACCESS_KEY", s3.secret_key().into()),
-                    ("AWS_REGION", s3.region().into()),
-                    ("AWS_ALLOW_HTTP", "true".into()),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
-                .collect(),
+                std::iter::once(("NIGHTCAP_OUTPUT", format!("s3://{}/e2e", s3.bucket())))
+                    .chain(s3.client_env())
+                    .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+                    .collect(),
             ),
             ..Secret::default()
         };

@@ -173,6 +173,18 @@ impl S3Server {
         self.root.path().join(&self.bucket)
     }
 
+    /// The `AWS_*` variables that point nightcap's command-line tools (and any S3 client that
+    /// reads them) at this server: endpoint, credentials, region, plain HTTP.
+    pub fn client_env(&self) -> [(&'static str, String); 5] {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ]
+    }
+
     /// An object_store S3 builder preconfigured for this server and bucket (endpoint, region,
     /// credentials, path-style, plain HTTP); change what you need and `build()` it.
     pub fn object_store_builder(&self) -> AmazonS3Builder {
