@@ -11,6 +11,7 @@ pub mod filter;
 pub mod local;
 pub mod quantity;
 pub mod schedule;
+pub mod selector;
 pub mod template;
 pub mod trigger;
 pub mod validation;

@@ -1,8 +1,11 @@
 //! Durations (`90s`, `1h30m`) and byte sizes (`10MB`, `64KiB`) as users type them.
 //!
-//! Durations follow Go's `time.ParseDuration` (what Kubernetes users know), restricted to
-//! non-negative values. Sizes accept plain bytes, SI (`kB`, `MB`, `GB`, `TB`; powers of 1000) and
-//! binary (`KiB`, `MiB`, `GiB`, `TiB`; powers of 1024) suffixes, and Kubernetes-style `Ki`/`Mi`/`Gi`.
+//! This is the one grammar of every duration and size nightcap reads, in flags and in resource
+//! fields. Durations follow Go's `time.ParseDuration` (what Kubernetes users know), restricted
+//! to non-negative values, plus `d` for days (`7d`, the longest pre-signed URL). Sizes accept
+//! plain bytes, SI (`kB`, `MB`, `GB`, `TB`; powers of 1000) and binary (`KiB`, `MiB`, `GiB`,
+//! `TiB`; powers of 1024) suffixes, and Kubernetes-style `Ki`/`Mi`/`Gi`. Flags take them through
+//! clap with `value_parser = parse_duration` / `parse_size`.
 
 use std::time::Duration;
 
@@ -38,10 +41,10 @@ pub enum QuantityError {
     },
 }
 
-const DURATION_UNITS: &str = "ns, us, ms, s, m or h, e.g. 90s or 1h30m";
+const DURATION_UNITS: &str = "ns, us, ms, s, m, h or d, e.g. 90s, 1h30m or 7d";
 const SIZE_UNITS: &str = "B, kB, MB, GB, TB, KiB, MiB, GiB, TiB, e.g. 10MB or 64KiB";
 
-/// Parses a Go-style duration: one or more `<number><unit>` pairs (`1h30m`, `1.5s`, `250ms`).
+/// Parses a duration: one or more `<number><unit>` pairs (`1h30m`, `1.5s`, `250ms`, `7d`).
 /// A bare `0` is accepted.
 pub fn parse_duration(input: &str) -> Result<Duration, QuantityError> {
     let s = input.trim();
@@ -78,6 +81,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, QuantityError> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
             _ => {
                 return Err(QuantityError::UnknownUnit {
                     input: input.to_owned(),
@@ -220,7 +224,9 @@ mod tests {
             ("7ns", Some(Duration::from_nanos(7))),
             ("", None),
             ("5", None),
-            ("5d", None),
+            ("7d", Some(Duration::from_secs(7 * 86_400))),
+            ("1d12h", Some(Duration::from_secs(36 * 3600))),
+            ("5w", None),
             ("m", None),
             ("-5s", None),
             ("1..5s", None),
@@ -264,8 +270,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        let err = parse_duration("5d").expect_err("days are not a Go unit");
-        assert!(err.to_string().contains("unknown unit \"d\""), "{err}");
+        let err = parse_duration("5w").expect_err("weeks are no unit");
+        assert!(err.to_string().contains("unknown unit \"w\""), "{err}");
+        assert!(err.to_string().contains("7d"), "{err}");
         let err = parse_size("10XB").expect_err("XB is no unit");
         assert!(err.to_string().contains("MiB"), "{err}");
     }
