@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: nightcap_process::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,7 +34,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    nightcap_process::init_logging(&cli.log)?;
     match cli.command {
         Command::Capture(args) => Ok(nightcap_capture_job::run(args)?),
         Command::Crds(args) => crds::run(&args),
@@ -47,16 +49,4 @@ fn main() -> anyhow::Result<()> {
         Command::Scheduler(args) => Ok(nightcap_scheduler::run_blocking(args)?),
         Command::Triggers(args) => Ok(nightcap_triggers::run(args)?),
     }
-}
-
-/// Logs for every subcommand go to stderr (stdout carries results such as the capture summary
-/// line), filtered by `RUST_LOG` (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // A subcommand's library may have installed one already when called from tests; keep it.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .try_init();
 }

@@ -22,33 +22,14 @@ pub struct TriggersArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "NIGHTCAP_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: SocketAddr,
-    /// Log filter (tracing EnvFilter syntax, e.g. `info,nightcap_triggers=debug`).
-    #[arg(long, env = "NIGHTCAP_LOG", default_value = "info")]
-    pub log: String,
-    /// Log as JSON lines.
-    #[arg(long, env = "NIGHTCAP_LOG_JSON")]
-    pub log_json: bool,
 }
 
-/// Runs `nightcap triggers` until a task fails.
+/// Runs `nightcap triggers` until a task fails (an error) or SIGINT/SIGTERM (`Ok`).
 pub fn run(args: TriggersArgs) -> Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&args.log).map_err(|e| Error::ConfigInvalid {
-            field: "--log".into(),
-            message: e.to_string(),
-        })?;
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
-    // Another component may have installed a subscriber already; keep it.
-    let _ = if args.log_json {
-        fmt.json().try_init()
-    } else {
-        fmt.try_init()
-    };
     let config = Config::load(&args.config)?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?
+    let shutdown = nightcap_process::shutdown_signal();
+    nightcap_process::runtime("triggers")
+        .map_err(|e| Error::Runtime(std::io::Error::other(e.to_string())))?
         .block_on(async move {
             let client = kube::Client::try_default().await?;
             let running = runtime::start(
@@ -67,6 +48,10 @@ pub fn run(args: TriggersArgs) -> Result<()> {
             tokio::select! {
                 r = admin::serve(args.metrics_addr, router) => r,
                 r = running.wait() => r,
+                () = shutdown => {
+                    info!("Shutting down on signal.");
+                    Ok(())
+                }
             }
         })
 }

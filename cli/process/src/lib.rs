@@ -70,26 +70,44 @@ pub fn block_on<F: Future>(component: &str, fut: F) -> Result<F::Output, Error> 
     Ok(runtime(component)?.block_on(fut))
 }
 
-/// Completes on the first SIGINT or SIGTERM. Install it (call it) before the work starts: the
-/// handlers are registered when the returned future is created, so a signal that arrives while
-/// the work starts up is not lost.
+/// Completes on the first SIGINT or SIGTERM.
+///
+/// Called inside a runtime, the handlers are registered at once, so a signal that arrives while
+/// the work starts up is not lost; called outside one (to pass into `block_on`), they are
+/// registered when the future is first polled.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate()).ok();
-    let int = signal(SignalKind::interrupt()).ok();
+    let early = tokio::runtime::Handle::try_current().is_ok().then(handlers);
     async move {
-        async fn recv(s: Option<tokio::signal::unix::Signal>) {
-            match s {
-                Some(mut s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        }
+        let (term, int) = match early {
+            Some(h) => h,
+            None => handlers(),
+        };
         tokio::select! {
             () = recv(term) => {}
             () = recv(int) => {}
         }
+    }
+}
+
+type Handlers = (
+    Option<tokio::signal::unix::Signal>,
+    Option<tokio::signal::unix::Signal>,
+);
+
+fn handlers() -> Handlers {
+    use tokio::signal::unix::{SignalKind, signal};
+    (
+        signal(SignalKind::terminate()).ok(),
+        signal(SignalKind::interrupt()).ok(),
+    )
+}
+
+async fn recv(s: Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(mut s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -105,6 +123,25 @@ mod tests {
         })
         .expect_err("not a filter");
         assert!(err.to_string().starts_with("--log"), "{err}");
+    }
+
+    #[test]
+    fn shutdown_made_outside_the_runtime_completes_on_sigterm() {
+        let shutdown = shutdown_signal();
+        block_on("test", async {
+            let mut shutdown = Box::pin(shutdown);
+            // The first poll registers the handlers.
+            std::future::poll_fn(|cx| {
+                assert!(shutdown.as_mut().poll(cx).is_pending(), "no signal yet");
+                std::task::Poll::Ready(())
+            })
+            .await;
+            nix_kill_self();
+            tokio::time::timeout(std::time::Duration::from_secs(10), shutdown)
+                .await
+                .expect("SIGTERM ends the shutdown future");
+        })
+        .expect("runtime");
     }
 
     #[test]

@@ -19,6 +19,8 @@ use nightcap_testcluster::{
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(flatten)]
+    log: nightcap_process::LogArgs,
     /// Port on 127.0.0.1 (0 = any free port).
     #[arg(long, env = "NIGHTCAP_TESTCLUSTER_PORT", default_value_t = 0)]
     port: u16,
@@ -76,12 +78,8 @@ fn policy(users: &[String]) -> Policy {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    nightcap_process::init_logging(&args.log)?;
     let opts = ServerOptions {
         port: args.port,
         tls: !args.insecure_http,
