@@ -9,12 +9,13 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    conformance::key,
     fixture::serve_counting,
     gateway::{token, token_access},
+    objects::key,
 };
 use futures::StreamExt;
-use nightcap_storage::{StoreConfig, gateway::captures::StoredCaptures};
+use nightcap_gateway::captures::StoredCaptures;
+use nightcap_storage::StoreConfig;
 
 const FILES: u64 = 8;
 const FILE_BYTES: u64 = 256 << 20;
@@ -38,7 +39,7 @@ async fn two_gib_zip_streams_in_flat_memory() {
         .open()
         .expect("open");
     for seq in 0..FILES {
-        let k = key("big", "huge", common::conformance::UID_A, "node-1", seq);
+        let k = key("big", "huge", common::objects::UID_A, "node-1", seq);
         let path = dir.path().join(k.relative());
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         let f = std::fs::File::create(&path).expect("create");

@@ -10,16 +10,16 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
+use nightcap_gateway::{
+    GatewayOptions, GatewayState,
+    auth::{Access, TokenEntry, TokenFile, TokenFileAccess},
+    captures::Captures,
+    router,
+    sign::SigningKey,
+};
 use nightcap_storage::{
     Store, StoreConfig,
     config::{S3Config, S3Credentials},
-    gateway::{
-        GatewayOptions, GatewayState,
-        auth::{Access, TokenEntry, TokenFile, TokenFileAccess},
-        captures::Captures,
-        router,
-        sign::SigningKey,
-    },
 };
 use nightcap_testsupport::S3Server;
 use object_store::{

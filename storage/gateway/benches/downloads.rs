@@ -2,7 +2,7 @@
 //! file and 100 files), the process's peak RSS while doing it, and the cost of pre-signing 10k
 //! URLs. Prints numbers; asserts nothing about time.
 //!
-//! Run: `cargo bench -p nightcap-storage --bench downloads` (optimised build).
+//! Run: `cargo bench -p nightcap-gateway --bench downloads` (optimised build).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -10,15 +10,13 @@ mod common;
 use std::{sync::Arc, time::Instant};
 
 use common::{
-    conformance::{UID_A, key},
     fixture::serve_counting,
     gateway::{s3_store, token, token_access},
+    objects::{UID_A, key},
 };
 use futures::StreamExt;
-use nightcap_storage::{
-    Store, UploadOptions, Uploader,
-    gateway::{captures::StoredCaptures, sign::SigningKey},
-};
+use nightcap_gateway::{captures::StoredCaptures, sign::SigningKey};
+use nightcap_storage::{Store, UploadOptions, Uploader};
 use nightcap_testsupport::S3Server;
 use object_store::signer::Method;
 
