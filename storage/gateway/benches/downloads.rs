@@ -24,13 +24,7 @@ use object_store::signer::Method;
 const TOTAL: u64 = 256 << 20;
 
 fn vm_hwm_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb / 1024.0
+    common::peak_rss_bytes() as f64 / (1024.0 * 1024.0)
 }
 
 async fn upload_capture(store: &Store, name: &str, files: u64) {

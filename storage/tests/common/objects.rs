@@ -4,7 +4,11 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use nightcap_storage::{CaptureKey, FileMeta, KeyPrefix, UploadOptions, Uploader};
+use nightcap_storage::{
+    CaptureKey, FileMeta, KeyPrefix, StoreConfig, UploadOptions, Uploader,
+    config::{S3Config, S3Credentials},
+};
+use nightcap_testsupport::S3Server;
 use object_store::ObjectStore;
 
 pub const UID_A: &str = "0a1b2c3d-0000-4000-8000-00000000000a";
@@ -52,4 +56,22 @@ pub fn s3_sized_parts() -> UploadOptions {
         part_size: 5 << 20,
         ..UploadOptions::default()
     }
+}
+
+/// The configuration of a test S3 server's bucket under `prefix`, with its static keys.
+pub fn s3_config(s3: &S3Server, prefix: &str) -> StoreConfig {
+    StoreConfig::S3(S3Config {
+        bucket: s3.bucket().into(),
+        prefix: prefix.into(),
+        region: Some(s3.region().into()),
+        endpoint: Some(s3.endpoint()),
+        path_style: None,
+        allow_http: true,
+        unsigned_payload: None,
+        credentials: S3Credentials::Static {
+            access_key_id: s3.access_key().into(),
+            secret_access_key: s3.secret_key().into(),
+            session_token: None,
+        },
+    })
 }
