@@ -22,7 +22,7 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML (what manifests/crds/ holds).
     Crds(crds::CrdsArgs),
     /// Serve capture files: listings with pre-signed URLs, files.zip and share links.
-    Gateway(nightcap_storage::gateway::GatewayArgs),
+    Gateway(nightcap_gateway::GatewayArgs),
     /// Run captures on this machine without Kubernetes: targets (network namespaces,
     /// interfaces) and captures from a file, the scheduler's planner driving capture processes.
     Local(nightcap_scheduler::local::LocalArgs),
@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Capture(args) => Ok(nightcap_capture_job::run(args)?),
         Command::Crds(args) => crds::run(&args),
-        Command::Gateway(args) => Ok(nightcap_storage::gateway::run_blocking(args)?),
+        Command::Gateway(args) => Ok(nightcap_gateway::run_blocking(args)?),
         Command::Local(args) => {
             let code = nightcap_scheduler::local::run_blocking(args)?;
             if code != 0 {

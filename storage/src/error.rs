@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in storage, uploads, listing, retention and the gateway.
+/// Everything that can go wrong in storage, uploads, listing and retention.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A key prefix with forbidden segments.
@@ -133,23 +133,6 @@ pub enum Error {
         /// The object store's reason.
         #[source]
         source: object_store::Error,
-    },
-
-    /// A Kubernetes API call failed.
-    #[error("Kubernetes API call ({what}) failed: {source}")]
-    Kube {
-        /// What was being done.
-        what: String,
-        /// kube's reason.
-        #[source]
-        source: kube::Error,
-    },
-
-    /// The gateway's configuration (token file, share key, listen address) is unusable.
-    #[error("gateway configuration: {reason}")]
-    GatewayConfig {
-        /// What is wrong and what to do.
-        reason: String,
     },
 }
 

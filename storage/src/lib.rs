@@ -5,17 +5,17 @@
 //! - [`config`]: one [`StoreConfig`] for S3-compatible stores, the local file system, memory, GCS
 //!   and Azure, opened as an `Arc<dyn ObjectStore>` plus prefix (and a URL signer when possible);
 //! - [`upload`]: the [`Uploader`] the capture engine hands closed files to;
-//! - [`list`]: the files of a capture with their metadata; [`retention`]: the TTL sweeper;
-//! - [`archive`]: a streamed zip of objects; [`gateway`]: `nightcap gateway` (axum).
+//! - [`list`]: the files of a capture with their metadata; [`retention`]: the TTL sweeper.
+//!
+//! The download gateway (HTTP, Kubernetes authorisation, files.zip) is the `nightcap-gateway`
+//! crate on top of this one.
 //!
 //! This crate must never let a key leave its `{prefix}/{namespace}/` (every component is
-//! validated before any storage call), never hold a whole capture file in memory, and never log
-//! or serialise credentials.
+//! validated before any storage call), never hold a whole capture file in memory, never log
+//! or serialise credentials, and never link an HTTP server or a Kubernetes client.
 
-pub mod archive;
 pub mod config;
 pub mod error;
-pub mod gateway;
 pub mod layout;
 pub mod list;
 pub mod meta;

@@ -170,10 +170,10 @@ impl Lister {
             pods,
             start: known
                 .start
-                .map(|t| from_k8s(&t))
+                .map(|t| from_timestamp(t.0))
                 .or(attrs.start)
                 .unwrap_or(parsed.start),
-            end: known.end.map(|t| from_k8s(&t)).or(attrs.end),
+            end: known.end.map(|t| from_timestamp(t.0)).or(attrs.end),
             bytes: meta.size,
             packets: (known.packets > 0)
                 .then_some(known.packets)
@@ -194,8 +194,7 @@ fn status_files(status: Option<&PacketCaptureStatus>) -> HashMap<String, Capture
         .collect()
 }
 
-/// A Kubernetes `Time` as chrono.
-pub fn from_k8s(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
-        .unwrap_or_default()
+/// A timestamp of a Kubernetes `Time` (its `.0`) as chrono.
+pub fn from_timestamp(t: jiff::Timestamp) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.as_second(), t.subsec_nanosecond().max(0) as u32).unwrap_or_default()
 }

@@ -15,7 +15,7 @@ use tracing::info;
 use crate::{
     error::{Error, Result},
     layout::KeyPrefix,
-    list::{Lister, from_k8s},
+    list::{Lister, from_timestamp},
 };
 
 /// What retention needs to know about one capture.
@@ -47,7 +47,7 @@ impl RetentionItem {
             finished_at: status
                 .filter(|_| finished)
                 .and_then(|s| s.completion_time.as_ref())
-                .map(from_k8s),
+                .map(|t| from_timestamp(t.0)),
             ttl_seconds: pc.spec.ttl_seconds_after_finished,
         })
     }

@@ -4,8 +4,11 @@ mod common;
 
 use std::sync::Arc;
 
-use common::conformance::{Caps, run_all};
-use nightcap_storage::{KeyPrefix, StoreConfig, config::S3Config, config::S3Credentials};
+use common::{
+    conformance::{Caps, run_all},
+    objects::s3_config,
+};
+use nightcap_storage::{KeyPrefix, StoreConfig};
 use nightcap_testsupport::S3Server;
 use object_store::{local::LocalFileSystem, memory::InMemory};
 
@@ -30,20 +33,7 @@ async fn local_file_system() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_server() {
     let s3 = S3Server::start();
-    let config = StoreConfig::S3(S3Config {
-        bucket: s3.bucket().into(),
-        prefix: "prod/captures".into(),
-        region: Some(s3.region().into()),
-        endpoint: Some(s3.endpoint()),
-        path_style: None,
-        allow_http: true,
-        unsigned_payload: None,
-        credentials: S3Credentials::Static {
-            access_key_id: s3.access_key().into(),
-            secret_access_key: s3.secret_key().into(),
-            session_token: None,
-        },
-    });
+    let config = s3_config(&s3, "prod/captures");
     let store = config.open().expect("open S3 store");
     assert!(store.signer.is_some());
     run_all(store.store, store.prefix, Caps { attributes: true }).await;

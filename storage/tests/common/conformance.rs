@@ -5,64 +5,17 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use futures::TryStreamExt;
-use nightcap_storage::{
-    CaptureKey, FileMeta, KeyPrefix, Lister, RetentionItem, UploadOptions, Uploader, sweep,
-};
+use nightcap_storage::{FileMeta, KeyPrefix, Lister, RetentionItem, sweep};
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, path::Path};
 use sha2::{Digest, Sha256};
+
+use super::objects::{UID_A, UID_B, UID_C, bytes, key, seed};
 
 /// What a backend can do.
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
     /// Object attributes (user metadata) survive a round trip.
     pub attributes: bool,
-}
-
-pub const UID_A: &str = "0a1b2c3d-0000-4000-8000-00000000000a";
-pub const UID_B: &str = "0a1b2c3d-0000-4000-8000-00000000000b";
-pub const UID_C: &str = "0a1b2c3d-0000-4000-8000-00000000000c";
-
-pub fn bytes(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
-pub fn key(ns: &str, cap: &str, uid: &str, node: &str, seq: u64) -> CaptureKey {
-    let start = Utc
-        .with_ymd_and_hms(2026, 11, 22, 1, 0, 0)
-        .single()
-        .expect("valid")
-        + chrono::Duration::seconds(seq as i64);
-    CaptureKey::new(ns, cap, uid, node, start, seq).expect("valid key")
-}
-
-/// Uploads `data` as `key` through the real Uploader; returns the hex SHA-256.
-pub async fn seed(
-    store: Arc<dyn ObjectStore>,
-    prefix: &KeyPrefix,
-    key: &CaptureKey,
-    data: &[u8],
-    meta: &FileMeta,
-) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let local = dir.path().join("f.pcapng");
-    std::fs::write(&local, data).expect("write local file");
-    let up = Uploader::new(store, prefix.clone(), s3_sized_parts());
-    let res = up
-        .upload_file_with_meta(&local, key, meta)
-        .await
-        .unwrap_or_else(|e| panic!("upload {key}: {e}"));
-    res.sha256
-}
-
-/// Parts S3 accepts (≥ 5 MiB except the last).
-pub fn s3_sized_parts() -> UploadOptions {
-    UploadOptions {
-        multipart_threshold: 6 << 20,
-        part_size: 5 << 20,
-        ..UploadOptions::default()
-    }
 }
 
 pub async fn put_get_head_range(store: &dyn ObjectStore, prefix: &KeyPrefix) {

@@ -2,6 +2,4 @@
 #![allow(dead_code)]
 
 pub mod conformance;
-pub mod fixture;
-pub mod gateway;
-pub mod matrix;
+pub mod objects;

@@ -11,10 +11,9 @@ use futures::StreamExt;
 use nightcap_api::{PacketCapture, PacketCaptureStatus};
 use object_store::ObjectStore;
 
-use crate::{
-    error::{Error, Result},
-    layout::{CaptureKey, KeyPrefix},
-};
+use nightcap_storage::{CaptureKey, Error as StorageError, KeyPrefix};
+
+use crate::error::{Error, Result};
 
 /// What is known about an existing capture.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -86,7 +85,7 @@ impl Captures for StoredCaptures {
         let dir = self.prefix.capture(namespace, name)?;
         let mut list = self.store.list(Some(&dir));
         while let Some(item) = list.next().await {
-            let meta = item.map_err(|source| Error::ListFailed {
+            let meta = item.map_err(|source| StorageError::ListFailed {
                 prefix: dir.to_string(),
                 source,
             })?;

@@ -17,10 +17,8 @@ use common::{
     },
     matrix,
 };
-use nightcap_storage::{
-    Store,
-    gateway::{auth::Access, captures::StoredCaptures},
-};
+use nightcap_gateway::{auth::Access, captures::StoredCaptures};
+use nightcap_storage::Store;
 use nightcap_testsupport::S3Server;
 use serde_json::Value;
 use sha2::{Digest, Sha256};

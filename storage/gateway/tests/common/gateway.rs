@@ -10,17 +10,14 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
-use nightcap_storage::{
-    Store, StoreConfig,
-    config::{S3Config, S3Credentials},
-    gateway::{
-        GatewayOptions, GatewayState,
-        auth::{Access, TokenEntry, TokenFile, TokenFileAccess},
-        captures::Captures,
-        router,
-        sign::SigningKey,
-    },
+use nightcap_gateway::{
+    GatewayOptions, GatewayState,
+    auth::{Access, TokenEntry, TokenFile, TokenFileAccess},
+    captures::Captures,
+    router,
+    sign::SigningKey,
 };
+use nightcap_storage::Store;
 use nightcap_testsupport::S3Server;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -72,22 +69,9 @@ pub async fn start(
 
 /// The S3 store of a test server, through our own StoreConfig.
 pub fn s3_store(s3: &S3Server, prefix: &str) -> Store {
-    StoreConfig::S3(S3Config {
-        bucket: s3.bucket().into(),
-        prefix: prefix.into(),
-        region: Some(s3.region().into()),
-        endpoint: Some(s3.endpoint()),
-        path_style: None,
-        allow_http: true,
-        unsigned_payload: None,
-        credentials: S3Credentials::Static {
-            access_key_id: s3.access_key().into(),
-            secret_access_key: s3.secret_key().into(),
-            session_token: None,
-        },
-    })
-    .open()
-    .expect("open the S3 store")
+    super::objects::s3_config(s3, prefix)
+        .open()
+        .expect("open the S3 store")
 }
 
 /// alice reads team-a, bob team-b, carol everything, dave nothing.

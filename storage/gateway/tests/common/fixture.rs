@@ -2,14 +2,12 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use nightcap_storage::{
-    FileMeta, Store,
-    gateway::{auth::Access, captures::Captures},
-};
+use nightcap_gateway::{auth::Access, captures::Captures};
+use nightcap_storage::{FileMeta, Store};
 
 use super::{
-    conformance::{UID_A, UID_B, bytes, key, seed},
     gateway::{Counting, TestGateway, start, test_key},
+    objects::{UID_A, UID_B, bytes, key, seed},
 };
 
 /// What was stored: full key → bytes.

@@ -9,26 +9,17 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    conformance::key,
     fixture::serve_counting,
     gateway::{token, token_access},
+    objects::key,
 };
 use futures::StreamExt;
-use nightcap_storage::{StoreConfig, gateway::captures::StoredCaptures};
+use nightcap_gateway::captures::StoredCaptures;
+use nightcap_storage::StoreConfig;
 
 const FILES: u64 = 8;
 const FILE_BYTES: u64 = 256 << 20;
 const LIMIT: u64 = 64 << 20;
-
-fn vm_hwm() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status");
-    kb * 1024
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gib_zip_streams_in_flat_memory() {
@@ -38,7 +29,7 @@ async fn two_gib_zip_streams_in_flat_memory() {
         .open()
         .expect("open");
     for seq in 0..FILES {
-        let k = key("big", "huge", common::conformance::UID_A, "node-1", seq);
+        let k = key("big", "huge", common::objects::UID_A, "node-1", seq);
         let path = dir.path().join(k.relative());
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         let f = std::fs::File::create(&path).expect("create");
@@ -51,7 +42,7 @@ async fn two_gib_zip_streams_in_flat_memory() {
 
     // Reset the peak-RSS counter (Linux: writing 5 to clear_refs resets VmHWM).
     std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM");
-    let before = vm_hwm();
+    let before = common::peak_rss_bytes();
     let resp = reqwest::Client::new()
         .get(format!(
             "{}/v1/namespaces/big/packetcaptures/huge/files.zip",
@@ -73,7 +64,7 @@ async fn two_gib_zip_streams_in_flat_memory() {
             tail.drain(..tail.len() - 4096);
         }
     }
-    let peak = vm_hwm();
+    let peak = common::peak_rss_bytes();
     println!(
         "files.zip of {} MiB: received {} bytes, peak RSS {:.1} MiB (RSS before: {:.1} MiB)",
         (FILES * FILE_BYTES) >> 20,

@@ -8,7 +8,8 @@ use common::{
     fixture::{Stored, populate, serve_counting},
     gateway::{TestGateway, raw_get, token, token_access},
 };
-use nightcap_storage::{Store, StoreConfig, gateway::captures::StoredCaptures};
+use nightcap_gateway::captures::StoredCaptures;
+use nightcap_storage::{Store, StoreConfig};
 use serde_json::Value;
 
 async fn fixture() -> (tempfile::TempDir, Store, Stored, TestGateway) {

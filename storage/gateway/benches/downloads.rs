@@ -2,7 +2,7 @@
 //! file and 100 files), the process's peak RSS while doing it, and the cost of pre-signing 10k
 //! URLs. Prints numbers; asserts nothing about time.
 //!
-//! Run: `cargo bench -p nightcap-storage --bench downloads` (optimised build).
+//! Run: `cargo bench -p nightcap-gateway --bench downloads` (optimised build).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -10,15 +10,13 @@ mod common;
 use std::{sync::Arc, time::Instant};
 
 use common::{
-    conformance::{UID_A, key},
     fixture::serve_counting,
     gateway::{s3_store, token, token_access},
+    objects::{UID_A, key},
 };
 use futures::StreamExt;
-use nightcap_storage::{
-    Store, UploadOptions, Uploader,
-    gateway::{captures::StoredCaptures, sign::SigningKey},
-};
+use nightcap_gateway::{captures::StoredCaptures, sign::SigningKey};
+use nightcap_storage::{Store, UploadOptions, Uploader};
 use nightcap_testsupport::S3Server;
 use object_store::signer::Method;
 
@@ -26,13 +24,7 @@ use object_store::signer::Method;
 const TOTAL: u64 = 256 << 20;
 
 fn vm_hwm_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb / 1024.0
+    common::peak_rss_bytes() as f64 / (1024.0 * 1024.0)
 }
 
 async fn upload_capture(store: &Store, name: &str, files: u64) {

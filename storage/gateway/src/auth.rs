@@ -19,6 +19,8 @@ use kube::{Api, api::PostParams};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use nightcap_storage::{Error as StorageError, layout::check_namespace};
+
 use crate::error::{Error, Result};
 
 /// An authenticated caller.
@@ -189,7 +191,7 @@ const MIN_TOKEN_LEN: usize = 16;
 impl TokenFileAccess {
     /// From a parsed file; refuses short tokens, bad hashes and duplicates.
     pub fn new(file: TokenFile) -> Result<Self> {
-        let bad = |reason: String| Error::GatewayConfig { reason };
+        let bad = |reason: String| Error::Config { reason };
         let mut by_hash = HashMap::new();
         let mut users = std::collections::HashSet::new();
         for e in file.tokens {
@@ -222,7 +224,7 @@ impl TokenFileAccess {
             };
             for ns in &e.namespaces {
                 if ns != "*" {
-                    crate::layout::check_namespace(ns).map_err(|err| bad(err.to_string()))?;
+                    check_namespace(ns).map_err(|err| bad(err.to_string()))?;
                 }
             }
             if by_hash
@@ -237,11 +239,11 @@ impl TokenFileAccess {
 
     /// Reads and parses a token file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let raw = std::fs::read_to_string(path).map_err(|source| Error::LocalIo {
+        let raw = std::fs::read_to_string(path).map_err(|source| StorageError::LocalIo {
             path: path.to_path_buf(),
             source,
         })?;
-        let file: TokenFile = serde_yaml::from_str(&raw).map_err(|e| Error::GatewayConfig {
+        let file: TokenFile = serde_yaml::from_str(&raw).map_err(|e| Error::Config {
             reason: format!("token file {}: {e}", path.display()),
         })?;
         Self::new(file)

@@ -1,11 +1,4 @@
-//! The gateway's HTTP endpoints.
-//!
-//! Order of checks on every capture endpoint, so that existence never leaks:
-//! 1. bearer token present and valid → else 401;
-//! 2. namespace and name are valid Kubernetes names → else 400 (before any storage call);
-//! 3. the caller may `get packetcaptures/files` in the namespace → else 403, whether or not the
-//!    capture exists;
-//! 4. the capture exists → else 404.
+//! The gateway's HTTP endpoints. Each one passes [`crate::checks`] before it reads storage.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,191 +6,30 @@ use axum::{
     Json,
     body::Body,
     extract::{Path as UrlPath, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use nightcap_storage::{
+    CaptureFileInfo, CaptureKey, Error as StorageError,
+    config::key_path,
+    layout::{check_capture, check_namespace},
+    meta::CONTENT_TYPE,
+};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::info;
 
-use super::{
-    GatewayState,
-    captures::CaptureRecord,
-    sign::{LinkError, ShareClaims},
-};
+pub use crate::checks::{ApiError, ExpiresQuery};
 use crate::{
+    GatewayState,
     archive::{ArchiveEntry, zip_stream_with},
-    error::Error,
-    layout::{CaptureKey, check_capture, check_namespace},
-    list::CaptureFileInfo,
+    captures::CaptureRecord,
+    checks::{ApiResult, authorize, link_error, list, lookup, parse_expires},
+    sign::ShareClaims,
 };
-
-/// An error response: status and a JSON `{"error": "…"}` body.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn internal(e: Error) -> Self {
-        warn!(error = %e, "Request failed.");
-        let status = match e {
-            Error::Kube { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_GATEWAY,
-        };
-        Self::new(status, e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        resp
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-/// `?expires=` on files and links: seconds (`900`) or a duration (`15m`, `2h`).
-#[derive(Debug, Default, Deserialize)]
-pub struct ExpiresQuery {
-    expires: Option<String>,
-}
-
-fn parse_expires(q: &ExpiresQuery, default: Duration, max: Duration) -> ApiResult<Duration> {
-    let Some(raw) = q.expires.as_deref() else {
-        return Ok(default);
-    };
-    let d = raw
-        .parse::<u64>()
-        .map(Duration::from_secs)
-        .or_else(|_| humantime::parse_duration(raw))
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("expires={raw:?} is not a duration; use seconds (900) or 15m, 2h, 1d"),
-            )
-        })?;
-    if d < Duration::from_secs(1) || d > max {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "expires={raw:?} is out of range; use 1s to {}",
-                humantime::format_duration(max)
-            ),
-        ));
-    }
-    Ok(d)
-}
-
-fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
-    let unauthorized = || {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "send a bearer token: Authorization: Bearer <token>",
-        )
-    };
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(unauthorized)?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(unauthorized)?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(unauthorized());
-    }
-    Ok(token)
-}
-
-/// Steps 1–4 of the module docs.
-async fn authorize(
-    state: &GatewayState,
-    headers: &HeaderMap,
-    ns: &str,
-    name: &str,
-) -> ApiResult<CaptureRecord> {
-    let token = bearer(headers)?;
-    let caller = state
-        .access
-        .authenticate(token)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "the bearer token is not valid (expired, revoked or unknown)",
-            )
-        })?;
-    for check in [check_namespace(ns), check_capture(name)] {
-        check.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    }
-    let allowed = state
-        .access
-        .may_read_files(&caller, ns, name)
-        .await
-        .map_err(ApiError::internal)?;
-    if !allowed {
-        info!(user = %caller.name, namespace = %ns, name = %name, "Denied.");
-        return Err(forbidden(ns));
-    }
-    lookup(state, ns, name).await
-}
-
-fn forbidden(ns: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        format!(
-            "you may not get packetcaptures/files (group nightcap.dev) in namespace {ns:?}; \
-             ask for a Role granting it"
-        ),
-    )
-}
-
-async fn lookup(state: &GatewayState, ns: &str, name: &str) -> ApiResult<CaptureRecord> {
-    state
-        .captures
-        .get(ns, name)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("packetcapture {ns}/{name} not found"),
-            )
-        })
-}
-
-async fn list(
-    state: &GatewayState,
-    ns: &str,
-    name: &str,
-    rec: &CaptureRecord,
-) -> ApiResult<Vec<CaptureFileInfo>> {
-    state
-        .lister
-        .capture_files(ns, name, rec.uid.as_deref(), rec.status.as_ref())
-        .await
-        .map_err(ApiError::internal)
-}
 
 /// One file in the `files` response.
 #[derive(Debug, Serialize)]
@@ -255,12 +87,12 @@ async fn sign_url(
     expires_at: DateTime<Utc>,
 ) -> ApiResult<String> {
     if let Some(signer) = &state.store.signer {
-        let path = crate::config::key_path(key);
+        let path = key_path(key);
         let url = signer
             .signed_url(object_store::signer::Method::GET, &path, expires)
             .await
             .map_err(|source| {
-                ApiError::internal(Error::SignFailed {
+                ApiError::internal(StorageError::SignFailed {
                     key: key.to_string(),
                     source,
                 })
@@ -304,7 +136,7 @@ pub async fn object(
             object_store::Error::NotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, format!("{key} no longer exists"))
             }
-            source => ApiError::internal(Error::ReadFailed {
+            source => ApiError::internal(StorageError::ReadFailed {
                 key: key.clone(),
                 source,
             }),
@@ -313,7 +145,7 @@ pub async fn object(
     let body = Body::from_stream(got.into_stream().map_err(std::io::Error::other));
     Ok((
         [
-            (header::CONTENT_TYPE, crate::meta::CONTENT_TYPE.to_string()),
+            (header::CONTENT_TYPE, CONTENT_TYPE.to_string()),
             (header::CONTENT_LENGTH, size.to_string()),
             (
                 header::CONTENT_DISPOSITION,
@@ -323,10 +155,6 @@ pub async fn object(
         body,
     )
         .into_response())
-}
-
-fn link_error(e: LinkError) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, e.to_string())
 }
 
 /// `GET /v1/namespaces/{ns}/packetcaptures/{name}/files.zip`
@@ -402,7 +230,7 @@ async fn zip_response(
     }];
     entries.extend(infos.iter().map(|i| ArchiveEntry {
         name: entry_name(i),
-        location: Some(crate::config::key_path(&i.key)),
+        location: Some(key_path(&i.key)),
         inline: Bytes::new(),
         size: i.bytes,
         modified: i.last_modified,

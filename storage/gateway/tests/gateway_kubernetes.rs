@@ -7,10 +7,10 @@ mod common;
 use std::{collections::BTreeMap, sync::Arc};
 
 use common::{
-    conformance::{UID_C, bytes, key, seed},
     fixture::{Stored, populate_with, serve_counting},
     gateway::{TestGateway, s3_store},
     matrix,
+    objects::{UID_C, bytes, key, seed},
 };
 use k8s_openapi::{
     ByteString,
@@ -21,10 +21,12 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use nightcap_api::{PacketCapture, PacketCaptureSpec};
+use nightcap_gateway::{
+    auth::KubernetesAccess, captures::KubernetesCaptures, resolve_secret_credentials,
+};
 use nightcap_storage::{
     FileMeta, Store, StoreConfig,
     config::{S3Config, S3Credentials},
-    gateway::{auth::KubernetesAccess, captures::KubernetesCaptures, resolve_secret_credentials},
 };
 use nightcap_testcluster::{ApiServer, Policy, Rule, User};
 use nightcap_testsupport::S3Server;

@@ -9,6 +9,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use nightcap_storage::Error as StorageError;
+
 use crate::error::{Error, Result};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -66,7 +68,7 @@ impl SigningKey {
     /// A key from bytes (at least [`MIN_KEY_BYTES`]).
     pub fn new(bytes: Vec<u8>) -> Result<Self> {
         if bytes.len() < MIN_KEY_BYTES {
-            return Err(Error::GatewayConfig {
+            return Err(Error::Config {
                 reason: format!(
                     "the signing key has {} bytes; use at least {MIN_KEY_BYTES} random bytes \
                      (e.g. `head -c 32 /dev/urandom | base64`)",
@@ -84,7 +86,7 @@ impl SigningKey {
 
     /// Reads a key file (its trimmed content is the key; a Kubernetes Secret mounted as a file).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let raw = std::fs::read(path).map_err(|source| Error::LocalIo {
+        let raw = std::fs::read(path).map_err(|source| StorageError::LocalIo {
             path: path.to_path_buf(),
             source,
         })?;
