@@ -11,6 +11,10 @@
 //!
 //! Every capture's final status is printed as one JSON line on stdout; the exit code is 1 when
 //! a capture failed.
+//!
+//! `executor` runs the loop; `targets` observes the targets, `process` runs the capture
+//! processes, `status` keeps the captures and their status. Each hands the planner facts; none
+//! makes Kubernetes objects.
 
 mod config;
 mod executor;
