@@ -34,7 +34,10 @@ use kube::{
     runtime::watcher,
 };
 use nightcap_api::{PacketCapture, PacketCaptureSpec};
-use nightcap_scheduler::plan::{PlanConfig, Planner};
+use nightcap_scheduler::{
+    controller::facts::{node_fact, target_fact},
+    plan::{NodeFact, PlanConfig, Planner, TargetFact},
+};
 use nightcap_testcluster::{ApiServer, Policy, Rule};
 use serde_json::json;
 
@@ -211,16 +214,19 @@ impl Drop for ChildGuard {
 
 /// The pure planner on one capture with its 10 pods amid every pod and node.
 fn planner_only(nodes: usize, pods: usize, captures: usize) {
-    let node_objs: Vec<Node> = (0..nodes).map(|n| node(&format!("node-{n}"))).collect();
-    let pod_objs: Vec<Pod> = (0..pods)
+    // The objects the API server holds, read into facts as the controller reads them.
+    let node_facts: Vec<NodeFact> = (0..nodes)
+        .filter_map(|n| node_fact(&node(&format!("node-{n}"))))
+        .collect();
+    let target_facts: Vec<TargetFact> = (0..pods)
         .map(|i| {
             let (c, p) = (i % captures, i / captures);
-            pod(
+            target_fact(&pod(
                 &format!("ns-{c}"),
                 &format!("pod-{p}"),
                 p < SELECTED_PER_CAPTURE,
                 node_of(c, p, nodes),
-            )
+            ))
         })
         .collect();
     let mut capture = capture_obj(0);
@@ -230,7 +236,7 @@ fn planner_only(nodes: usize, pods: usize, captures: usize) {
     let mut times = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
-        let actions = planner.plan(&capture, &pod_objs, &node_objs, &[] as &[Job], now);
+        let actions = planner.plan(&capture, &target_facts, &node_facts, &[], now);
         times.push(t.elapsed());
         assert!(!actions.is_empty());
     }

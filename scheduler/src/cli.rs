@@ -4,7 +4,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use kube::{Client, runtime::reflector::Store};
-use nightcap_api::{PacketCapture, quantity::parse_size};
+use nightcap_api::{
+    PacketCapture,
+    quantity::{parse_duration, parse_size},
+};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -17,14 +20,6 @@ use crate::{
     plan::{PlanConfig, Planner},
 };
 
-fn duration(s: &str) -> std::result::Result<Duration, humantime::DurationError> {
-    humantime::parse_duration(s)
-}
-
-fn size(s: &str) -> std::result::Result<u64, String> {
-    parse_size(s).map_err(|e| e.to_string())
-}
-
 /// Arguments of `nightcap scheduler`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerArgs {
@@ -32,7 +27,7 @@ pub struct SchedulerArgs {
     #[arg(long, env = "NIGHTCAP_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: SocketAddr,
     /// Gather watch events this long before planning (coalesces bursts).
-    #[arg(long, env = "NIGHTCAP_DEBOUNCE", default_value = "50ms", value_parser = duration)]
+    #[arg(long, env = "NIGHTCAP_DEBOUNCE", default_value = "50ms", value_parser = parse_duration)]
     pub debounce: Duration,
     /// Capture Job settings.
     #[command(flatten)]
@@ -68,8 +63,7 @@ pub struct JobArgs {
         default_value = "nightcap-capture"
     )]
     pub capture_service_account: String,
-    /// Secret with the default store's settings (NIGHTCAP_OUTPUT, AWS_* credentials); a capture with
-    /// `spec.storage: NAME` uses `<secret>-NAME`.
+    /// Secret with the default store's settings (`spec.storage: NAME`: SECRET-NAME).
     #[arg(
         long,
         env = "NIGHTCAP_STORAGE_SECRET",
@@ -77,19 +71,18 @@ pub struct JobArgs {
     )]
     pub storage_secret: String,
     /// Size limit of each capture pod's spool (files not uploaded yet), e.g. 1Gi.
-    #[arg(long, env = "NIGHTCAP_SPOOL_SIZE", default_value = "1Gi", value_parser = size)]
+    #[arg(long, env = "NIGHTCAP_SPOOL_SIZE", default_value = "1Gi", value_parser = parse_size)]
     pub spool_size: u64,
     /// Pod restarts before a capture Job fails.
     #[arg(long, env = "NIGHTCAP_JOB_BACKOFF_LIMIT", default_value_t = 3)]
     pub job_backoff_limit: i32,
     /// How long finished Job objects stay (not the files).
-    #[arg(long, env = "NIGHTCAP_JOB_TTL", default_value = "1h", value_parser = duration)]
+    #[arg(long, env = "NIGHTCAP_JOB_TTL", default_value = "1h", value_parser = parse_duration)]
     pub job_ttl: Duration,
     /// Time a capture pod gets after SIGTERM to upload its last file.
-    #[arg(long, env = "NIGHTCAP_JOB_TERMINATION_GRACE", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "NIGHTCAP_JOB_TERMINATION_GRACE", default_value = "60s", value_parser = parse_duration)]
     pub job_termination_grace: Duration,
-    /// Run capture Jobs in this namespace (e.g. nightcap-system) instead of each capture's own
-    /// namespace; they then carry no owner reference.
+    /// Run every capture Job in this namespace (default: the capture's own).
     #[arg(long, env = "NIGHTCAP_JOB_NAMESPACE")]
     pub job_namespace: Option<String>,
     /// priorityClassName of capture pods.
@@ -107,16 +100,16 @@ pub struct JobArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
     /// Keep a node's Job this long after its last selected pod left.
-    #[arg(long, env = "NIGHTCAP_PODS_GONE_GRACE", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "NIGHTCAP_PODS_GONE_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub pods_gone_grace: Duration,
     /// Keep a Job on a NotReady node this long.
-    #[arg(long, env = "NIGHTCAP_NODE_NOT_READY_GRACE", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "NIGHTCAP_NODE_NOT_READY_GRACE", default_value = "60s", value_parser = parse_duration)]
     pub node_not_ready_grace: Duration,
     /// Longest accepted capture window.
-    #[arg(long, env = "NIGHTCAP_MAX_WINDOW", default_value = "24h", value_parser = duration)]
+    #[arg(long, env = "NIGHTCAP_MAX_WINDOW", default_value = "24h", value_parser = parse_duration)]
     pub max_window: Duration,
-    /// How long a capture Job gets to stop by itself (upload, report, exit) before it is deleted.
-    #[arg(long, env = "NIGHTCAP_STOP_GRACE", default_value = "60s", value_parser = duration)]
+    /// Time a capture Job gets to stop by itself before it is deleted.
+    #[arg(long, env = "NIGHTCAP_STOP_GRACE", default_value = "60s", value_parser = parse_duration)]
     pub stop_grace: Duration,
 }
 
@@ -137,8 +130,8 @@ pub struct LeaderArgs {
         default_value = "nightcap-system"
     )]
     pub lease_namespace: String,
-    /// How long a Lease that is not renewed stays valid (the longest takeover time).
-    #[arg(long, env = "NIGHTCAP_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    /// How long a Lease that is not renewed stays valid (longest takeover).
+    #[arg(long, env = "NIGHTCAP_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
     /// This replica's identity in the Lease (default: the host name).
     #[arg(long, env = "NIGHTCAP_IDENTITY")]
@@ -183,41 +176,18 @@ impl SchedulerArgs {
     }
 
     fn identity(&self) -> String {
-        self.leader.identity.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| format!("nightcap-scheduler-{}", std::process::id()))
-        })
+        self.leader
+            .identity
+            .clone()
+            .unwrap_or_else(nightcap_sys::host_name)
     }
 }
 
-/// Starts a runtime and runs the scheduler until SIGINT/SIGTERM.
+/// Runs the scheduler until SIGINT or SIGTERM (the caller has set up logging).
 pub fn run_blocking(args: SchedulerArgs) -> Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?
-        .block_on(run(args, shutdown_signal()))
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
+    nightcap_process::block_on("scheduler", async {
+        run(args, nightcap_process::shutdown_signal()).await
+    })?
 }
 
 /// Runs the scheduler until `shutdown` completes.

@@ -58,6 +58,9 @@ pub enum Error {
     /// A configuration value is unusable.
     #[error("Invalid configuration: {0}")]
     Config(String),
+    /// The process could not be set up (the async runtime).
+    #[error(transparent)]
+    Process(#[from] nightcap_process::Error),
 }
 
 impl Error {
@@ -92,6 +95,7 @@ impl Error {
             Self::Serialize { .. } => "Serialize",
             Self::Serve { .. } => "Serve",
             Self::Config(_) => "Config",
+            Self::Process(_) => "Process",
         }
     }
 }

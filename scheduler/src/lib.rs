@@ -1,12 +1,15 @@
 //! nightcap scheduler: turns each PacketCapture into short-lived capture Jobs on exactly the
 //! nodes where its pods run, and keeps following the pods while the capture window is open.
 //!
-//! - [`plan`]: the pure planner, `plan(capture, pods, nodes, jobs, now) -> Vec<Action>`.
-//! - [`job`]: the capture Job (deterministic name, least privilege).
-//! - [`controller`]: the kube-rs controller that feeds the planner and applies its actions.
+//! - [`plan`]: the pure planner, `plan(capture, targets, nodes, jobs, now) -> Vec<Action>`,
+//!   over plain facts ([`plan::facts`]) and the deterministic Job names.
+//! - [`job`]: the capture Job (least privilege).
+//! - [`controller`]: the kube-rs controller that reads Pods, Nodes and Jobs into facts, feeds
+//!   the planner and applies its actions.
 //! - [`leader`]: leader election on a Lease, so exactly one replica acts.
 //! - [`cli`]: `nightcap scheduler` (flags, `/metrics`, `/healthz`).
-//! - [`local`]: `nightcap local`, the same planner driving capture processes without Kubernetes.
+//! - [`local`]: `nightcap local`, the same planner over facts it builds itself, driving capture
+//!   processes without Kubernetes.
 //!
 //! This crate must never decide inside I/O code (every decision is in [`plan`], executors only
 //! apply [`plan::Action`]s), never read the clock inside a decision, never capture packets or

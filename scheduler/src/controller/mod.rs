@@ -1,8 +1,9 @@
 //! The Kubernetes controller: a kube-rs `Controller` over PacketCaptures that owns the capture
-//! Jobs and watches Pods and Nodes. `reconcile` reads the caches, calls the planner, and hands
-//! the actions to the executor (`execute`); it decides nothing itself.
+//! Jobs and watches Pods and Nodes. `reconcile` reads the caches into facts ([`facts`]), calls
+//! the planner, and hands the actions to the executor (`execute`); it decides nothing itself.
 
 mod execute;
+pub mod facts;
 pub(crate) mod watch;
 
 use std::{
@@ -281,16 +282,12 @@ impl Context {
     /// The planner's view of the world for `capture`, its plan, and the plan applied. Returns
     /// the requeue and whether the finalizer may go.
     pub async fn plan_and_apply(&self, capture: &PacketCapture) -> Result<(Requeue, bool)> {
-        let ns = capture.namespace().unwrap_or_default();
-        let uid = capture.uid().unwrap_or_default();
-        let pods = match capture.spec.selector {
-            Some(_) => watch::pods_in(&self.pod_cache, &ns),
-            None => Vec::new(),
-        };
-        let nodes = self.node_cache.state();
-        let jobs = watch::jobs_of(&self.job_cache, &uid);
+        let facts =
+            facts::Facts::gather(capture, &self.pod_cache, &self.node_cache, &self.job_cache);
         let now = (self.clock)();
-        let actions = self.planner.plan(capture, &pods, &nodes, &jobs, now);
+        let actions = self
+            .planner
+            .plan(capture, &facts.targets, &facts.nodes, &facts.jobs, now);
         debug!(actions = actions.len(), "Planned.");
         let released = actions
             .iter()

@@ -2,8 +2,6 @@
 //! what the planner reads (10k pods stay small), and the mappers from a changed Pod, Node or Job
 //! to the captures that must be planned again.
 
-use std::sync::Arc;
-
 use futures::Stream;
 use k8s_openapi::api::{
     batch::v1::Job,
@@ -17,9 +15,9 @@ use kube::{
         watcher,
     },
 };
-use nightcap_api::{PacketCapture, Phase};
+use nightcap_api::{PacketCapture, Phase, selector::selects};
 
-use crate::{labels, plan::selector_matches};
+use crate::labels;
 
 /// A watch stream whose objects also land in a [`Store`].
 pub(crate) fn reflected<K>(
@@ -48,7 +46,7 @@ where
     (store, stream)
 }
 
-/// Keeps what the planner reads of a Pod: identity, labels, node, host network, phase.
+/// Keeps what the planner reads of a Pod: identity, labels, node, host network, phase, IP.
 pub(crate) fn trim_pod(pod: &mut Pod) {
     let m = &mut pod.metadata;
     m.managed_fields = None;
@@ -139,7 +137,7 @@ pub(crate) fn captures_for_pod(
                 .spec
                 .selector
                 .as_ref()
-                .is_some_and(|sel| selector_matches(sel, pod.labels()));
+                .is_some_and(|sel| selects(sel, pod.labels()));
             let on_node =
                 node.is_some_and(|n| c.status.as_ref().is_some_and(|s| s.nodes.contains_key(n)));
             selects || on_node
@@ -176,26 +174,6 @@ pub(crate) fn capture_for_job(job: &Job) -> Option<ObjectRef<PacketCapture>> {
         .get(labels::CAPTURE_REF)?
         .split_once('/')?;
     Some(ObjectRef::new(name).within(ns))
-}
-
-/// The pods of a namespace (all pods for a node-level capture, which reads none).
-pub(crate) fn pods_in(pods: &Store<Pod>, namespace: &str) -> Vec<Arc<Pod>> {
-    pods.state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
-        .collect()
-}
-
-/// The Jobs labelled with a capture's UID.
-pub(crate) fn jobs_of(jobs: &Store<Job>, uid: &str) -> Vec<Arc<Job>> {
-    jobs.state()
-        .into_iter()
-        .filter(|j| {
-            j.labels()
-                .get(labels::CAPTURE_UID)
-                .is_some_and(|v| v == uid)
-        })
-        .collect()
 }
 
 /// Label selector of every capture Job.

@@ -23,8 +23,6 @@
 //! capabilities above), the service account `nightcap-capture`, storage credentials only from a
 //! Secret via `envFrom`.
 
-mod name;
-
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
@@ -41,8 +39,6 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 use nightcap_api::PacketCapture;
-
-pub use name::{MAX_JOB_NAME, job_name};
 
 use crate::{
     Error, Result, labels,

@@ -6,7 +6,10 @@ use std::{io::Write, process::Command};
 use k8s_openapi::api::{batch::v1::Job, core::v1::Toleration};
 
 use super::*;
-use crate::plan::tests::{UID, capture, started};
+use crate::plan::{
+    MAX_JOB_NAME, job_name,
+    tests::{UID, capture, started},
+};
 
 /// Runs `kubernetes-validate --strict -k 1.33.0` on `yaml`; panics with its output on failure.
 pub(crate) fn kubernetes_validate(what: &str, yaml: &str) {

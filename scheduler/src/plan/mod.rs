@@ -1,11 +1,14 @@
 //! The planner: what should happen to one PacketCapture, computed from plain values.
 //!
-//! [`Planner::plan`] looks at a capture, the pods, nodes and Jobs the scheduler sees, and the
-//! current time, and returns the [`Action`]s that move the cluster towards the capture's spec.
-//! It never performs I/O and never reads the clock; the controller (Kubernetes) and the local
-//! executor (child processes) apply the actions.
+//! [`Planner::plan`] looks at a capture, the [facts](facts) the scheduler sees (targets, nodes,
+//! capture Jobs) and the current time, and returns the [`Action`]s that move the world towards
+//! the capture's spec. It never performs I/O and never reads the clock; the controller
+//! (Kubernetes) and the local executor (child processes) turn what they observe into facts and
+//! apply the actions.
 
-mod observe;
+pub mod facts;
+mod health;
+mod name;
 mod run;
 mod status;
 mod targets;
@@ -14,18 +17,16 @@ mod window;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::{borrow::Borrow, collections::BTreeMap, fmt, time::Duration};
+use std::{collections::BTreeMap, fmt, time::Duration};
 
 use jiff::Timestamp;
-use k8s_openapi::{
-    api::{batch::v1::Job, core::v1::Node, core::v1::Pod},
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use nightcap_api::{NodeCaptureState, PacketCapture, PacketCaptureSpec, Phase};
 use serde_json::{Map, Value, json};
 
+pub use facts::{JobFact, JobState, NodeFact, Readiness, TargetFact, TargetPhase};
+pub use name::{MAX_JOB_NAME, job_name};
 pub use status::spec_hash;
-pub use targets::selector_matches;
 
 /// Tunables of the planner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,11 +109,11 @@ pub enum Action {
 pub struct JobRequest {
     /// Node the Job is pinned to.
     pub node: String,
-    /// Job name ([`crate::job::job_name`]).
+    /// Job name ([`job_name`]).
     pub name: String,
     /// Seconds left in the capture window: the Job's `activeDeadlineSeconds`.
     pub active_deadline_seconds: i64,
-    /// Selected pods on the node (`namespace/name`), for the Event.
+    /// Selected targets on the node (`namespace/name`), for the Event.
     pub pods: Vec<String>,
 }
 
@@ -311,26 +312,21 @@ impl Planner {
         &self.config
     }
 
-    /// What should happen to `capture`, given every pod and node the scheduler sees, the Jobs
-    /// (only those labelled with the capture's UID are considered) and the current time.
+    /// What should happen to `capture`, given the targets and nodes the scheduler sees, the
+    /// capture Jobs (only those serving the capture's UID are considered) and the current time.
+    /// A pod capture reads the targets of its namespace and the nodes they (and its Jobs) are
+    /// on; a node-level capture reads every node. A node not given is a node that does not
+    /// exist.
     ///
     /// Returns at most one [`Action::UpdateStatus`] and at most one [`Action::RequeueAfter`].
-    pub fn plan<P, N, J>(
+    pub fn plan(
         &self,
         capture: &PacketCapture,
-        pods: &[P],
-        nodes: &[N],
-        jobs: &[J],
+        targets: &[TargetFact],
+        nodes: &[NodeFact],
+        jobs: &[JobFact],
         now: Timestamp,
-    ) -> Vec<Action>
-    where
-        P: Borrow<Pod>,
-        N: Borrow<Node>,
-        J: Borrow<Job>,
-    {
-        let pods: Vec<&Pod> = pods.iter().map(Borrow::borrow).collect();
-        let nodes: Vec<&Node> = nodes.iter().map(Borrow::borrow).collect();
-        let jobs: Vec<&Job> = jobs.iter().map(Borrow::borrow).collect();
-        run::Run::new(&self.config, capture, &pods, &nodes, &jobs, now).plan()
+    ) -> Vec<Action> {
+        run::Run::new(&self.config, capture, targets, nodes, jobs, now).plan()
     }
 }

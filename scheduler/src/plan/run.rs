@@ -3,13 +3,7 @@
 use std::{borrow::Cow, collections::BTreeSet, time::Duration};
 
 use jiff::Timestamp;
-use k8s_openapi::{
-    api::{
-        batch::v1::Job,
-        core::v1::{Node, Pod},
-    },
-    apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use nightcap_api::{
     NodeCaptureState, PacketCapture, PacketCaptureSpec, PacketCaptureStatus, Phase,
@@ -19,19 +13,20 @@ use nightcap_api::{
 
 use super::{
     Action, EventKind, EventNote, PlanConfig, StopJob, StopReason,
-    observe::{JobState, ObservedJob, observe_jobs},
+    facts::{JobFact, JobState, NodeFact, TargetFact},
+    name::job_name,
     status::{CAPTURING, COMPLETE, Draft, FAILED, SCHEDULED, SPEC_CHANGED, spec_hash},
     window::{add, requested_start, until, window_end},
 };
-use crate::job::job_name;
 
 pub(crate) struct Run<'a> {
     cfg: &'a PlanConfig,
     capture: &'a PacketCapture,
     status: Cow<'a, PacketCaptureStatus>,
-    pods: &'a [&'a Pod],
-    nodes: &'a [&'a Node],
-    jobs: Vec<ObservedJob>,
+    targets: &'a [TargetFact],
+    nodes: &'a [NodeFact],
+    /// The capture's own Jobs.
+    jobs: Vec<&'a JobFact>,
     now: Timestamp,
     draft: Draft,
     actions: Vec<Action>,
@@ -43,9 +38,9 @@ impl<'a> Run<'a> {
     pub fn new(
         cfg: &'a PlanConfig,
         capture: &'a PacketCapture,
-        pods: &'a [&'a Pod],
-        nodes: &'a [&'a Node],
-        jobs: &'a [&'a Job],
+        targets: &'a [TargetFact],
+        nodes: &'a [NodeFact],
+        jobs: &'a [JobFact],
         now: Timestamp,
     ) -> Self {
         let status = match &capture.status {
@@ -57,9 +52,9 @@ impl<'a> Run<'a> {
             cfg,
             capture,
             status,
-            pods,
+            targets,
             nodes,
-            jobs: observe_jobs(capture.metadata.uid.as_deref(), jobs),
+            jobs: own_jobs(capture.metadata.uid.as_deref(), jobs),
             now,
             draft,
             actions: Vec::new(),
@@ -107,7 +102,7 @@ impl<'a> Run<'a> {
         });
     }
 
-    fn stop(&mut self, job: &ObservedJob, reason: StopReason) {
+    fn stop(&mut self, job: &JobFact, reason: StopReason) {
         self.actions.push(Action::StopJob(StopJob {
             node: job.node.clone(),
             name: job.name.clone(),
@@ -117,7 +112,7 @@ impl<'a> Run<'a> {
 
     /// Stops an Active Job whose capture process had `stop_grace` since `began` to end on its
     /// own (it watches the capture and exits after uploading); else waits for it.
-    fn stop_after_grace(&mut self, job: &ObservedJob, reason: StopReason, began: Timestamp) {
+    fn stop_after_grace(&mut self, job: &JobFact, reason: StopReason, began: Timestamp) {
         let deadline = add(began, self.cfg.stop_grace);
         if self.now >= deadline {
             self.stop(job, reason);
@@ -154,7 +149,7 @@ impl<'a> Run<'a> {
     }
 
     /// Records what a Job that ended by itself means for its node (once, with an Event).
-    fn settle(&mut self, job: &ObservedJob) {
+    fn settle(&mut self, job: &JobFact) {
         let (state, message, kind, reason) = match &job.state {
             JobState::Finished => (
                 NodeCaptureState::Finished,
@@ -463,6 +458,14 @@ impl<'a> Run<'a> {
             ),
         }
     }
+}
+
+/// The Jobs serving the capture with this UID (none when the capture has no UID yet).
+fn own_jobs<'a>(uid: Option<&str>, jobs: &'a [JobFact]) -> Vec<&'a JobFact> {
+    let Some(uid) = uid else {
+        return Vec::new();
+    };
+    jobs.iter().filter(|j| j.capture_uid == uid).collect()
 }
 
 mod capturing;

@@ -9,7 +9,8 @@ use nightcap_api::{NodeCaptureState, PacketCaptureSpec, Phase};
 use super::Run;
 use crate::plan::{
     Action, JobRequest, StopReason,
-    observe::{JobState, NodeHealth, ObservedJob, node_health},
+    facts::{JobFact, JobState},
+    health::{NodeHealth, node_health},
     status::{CAPTURING, SCHEDULED},
     targets::targets,
     window::{add, deadline_seconds, until},
@@ -29,11 +30,11 @@ struct Tally {
 impl Run<'_> {
     pub(super) fn capturing(&mut self, spec: &PacketCaptureSpec, end: Timestamp) {
         let namespace = self.capture.namespace().unwrap_or_default();
-        let wanted = targets(spec, &namespace, self.pods, self.nodes);
+        let wanted = targets(spec, &namespace, self.targets, self.nodes);
         let jobs = std::mem::take(&mut self.jobs);
-        let mut by_node: BTreeMap<&str, Vec<&ObservedJob>> = BTreeMap::new();
+        let mut by_node: BTreeMap<&str, Vec<&JobFact>> = BTreeMap::new();
         for job in &jobs {
-            by_node.entry(job.node.as_str()).or_default().push(job);
+            by_node.entry(job.node.as_str()).or_default().push(*job);
         }
         let all: BTreeSet<String> = wanted
             .nodes
@@ -70,7 +71,7 @@ impl Run<'_> {
     fn node(
         &mut self,
         node: &str,
-        job: Option<&ObservedJob>,
+        job: Option<&JobFact>,
         pods: Option<&Vec<String>>,
         expected: &str,
         end: Timestamp,
@@ -145,13 +146,7 @@ impl Run<'_> {
         }
     }
 
-    fn active_job(
-        &mut self,
-        job: &ObservedJob,
-        wanted: bool,
-        health: NodeHealth,
-        tally: &mut Tally,
-    ) {
+    fn active_job(&mut self, job: &JobFact, wanted: bool, health: NodeHealth, tally: &mut Tally) {
         let grace = self.cfg.node_not_ready_grace;
         match health {
             NodeHealth::Missing => {

@@ -2,13 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::PodSpec;
 use nightcap_api::NodeCaptureState::{Capturing, Finished};
 
 use super::*;
 
-fn host_network(mut p: Pod) -> Pod {
-    p.spec.get_or_insert_with(PodSpec::default).host_network = Some(true);
+fn host_network(mut p: TargetFact) -> TargetFact {
+    p.host_network = true;
     p
 }
 
@@ -34,7 +33,7 @@ fn following_pods() {
         "nc-web-debug-node-b-x",
         "node-b",
         &[("app", "web"), (crate::labels::CAPTURE_UID, UID)],
-        "Running",
+        TargetPhase::Running,
     );
     let by_names = {
         let mut c = capture();
@@ -130,7 +129,12 @@ fn following_pods() {
         Case {
             name: "pending pod already bound to a node gets its Job",
             capture: c0.clone(),
-            pods: vec![pod_with("web-1", "node-a", &[("app", "web")], "Pending")],
+            pods: vec![pod_with(
+                "web-1",
+                "node-a",
+                &[("app", "web")],
+                TargetPhase::Pending,
+            )],
             nodes: vec![node("node-a")],
             jobs: vec![],
             now: 10,
@@ -244,8 +248,13 @@ fn following_pods() {
                 host_network(pod("web-h", "node-a")),
                 capture_pod,
                 pod("web-unbound", ""),
-                pod_with("web-done", "node-c", &[("app", "web")], "Succeeded"),
-                pod_with("web-x", "node-c", &[("app", "web")], "Failed"),
+                pod_with(
+                    "web-done",
+                    "node-c",
+                    &[("app", "web")],
+                    TargetPhase::Succeeded,
+                ),
+                pod_with("web-x", "node-c", &[("app", "web")], TargetPhase::Failed),
             ],
             nodes: vec![node("node-a"), node("node-b"), node("node-c")],
             jobs: vec![],
@@ -356,8 +365,8 @@ fn following_pods() {
 #[test]
 fn messages_say_why_nothing_is_captured() {
     let c = started(capture(), 0);
-    let message = |pods: &[Pod], nodes: &[Node]| {
-        let after = apply(&c, &planner().plan(&c, pods, nodes, &[] as &[Job], t(100)));
+    let message = |pods: &[TargetFact], nodes: &[NodeFact]| {
+        let after = apply(&c, &planner().plan(&c, pods, nodes, &[], t(100)));
         after.status.and_then(|s| s.message).expect("message")
     };
     let m = message(&[host_network(pod("web-h", "node-a"))], &[node("node-a")]);
@@ -374,7 +383,7 @@ fn messages_say_why_nothing_is_captured() {
 fn selector_expressions() {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
-    use crate::plan::selector_matches;
+    use nightcap_api::selector::LabelMatcher;
     let req = |key: &str, op: &str, values: &[&str]| LabelSelectorRequirement {
         key: key.into(),
         operator: op.into(),
@@ -418,6 +427,6 @@ fn selector_expressions() {
             }),
             match_expressions: (!exprs.is_empty()).then_some(exprs),
         };
-        assert_eq!(selector_matches(&sel, &labels), want, "{sel:?}");
+        assert_eq!(LabelMatcher::new(&sel).matches(&labels), want, "{sel:?}");
     }
 }

@@ -125,7 +125,7 @@ fn lifecycle_transitions() {
                 pod("web-1", "node-a"),
                 pod("web-2", "node-b"),
                 pod("web-3", "node-b"),
-                pod_with("db-1", "node-c", &[("app", "db")], "Running"),
+                pod_with("db-1", "node-c", &[("app", "db")], TargetPhase::Running),
             ],
             nodes: vec![node("node-a"), node("node-b"), node("node-c")],
             jobs: vec![],
@@ -433,10 +433,7 @@ fn a_spec_edit_is_reported_once_and_the_accepted_spec_is_kept() {
 fn a_spec_edited_before_the_start_is_the_one_accepted() {
     let mut c = capture();
     c.spec.start_time = Some(Time(t(60)));
-    let waiting = apply(
-        &c,
-        &planner().plan(&c, &[] as &[Pod], &[] as &[Node], &[] as &[Job], t(0)),
-    );
+    let waiting = apply(&c, &planner().plan(&c, &[], &[], &[], t(0)));
     assert_eq!(
         waiting.status.as_ref().and_then(|s| s.phase),
         Some(Phase::Pending)
@@ -447,7 +444,7 @@ fn a_spec_edited_before_the_start_is_the_one_accepted() {
         &edited,
         &[pod("web-1", "node-a")],
         &[node("node-a")],
-        &[] as &[Job],
+        &[],
         t(60),
     );
     assert_eq!(
@@ -472,10 +469,10 @@ fn planning_converges_and_keeps_transition_times() {
     let c = capture();
     let pods = [pod("web-1", "node-a"), pod("web-2", "node-b")];
     let nodes = [node("node-a"), node("node-b")];
-    let first = planner().plan(&c, &pods, &nodes, &[] as &[Job], t(0));
+    let first = planner().plan(&c, &pods, &nodes, &[], t(0));
     let after = apply(&c, &first);
     // The executor created the Jobs the plan asked for.
-    let jobs: Vec<Job> = first
+    let jobs: Vec<JobFact> = first
         .iter()
         .filter_map(|a| match a {
             Action::CreateJob(r) => Some(job(&after, &r.node, J::Active)),
@@ -526,13 +523,7 @@ fn planning_converges_and_keeps_transition_times() {
 #[test]
 fn status_patch_touches_only_scheduler_fields() {
     let c = capture();
-    let actions = planner().plan(
-        &c,
-        &[pod("web-1", "node-a")],
-        &[node("node-a")],
-        &[] as &[Job],
-        t(0),
-    );
+    let actions = planner().plan(&c, &[pod("web-1", "node-a")], &[node("node-a")], &[], t(0));
     let Some(Action::UpdateStatus(u)) = actions.first() else {
         panic!("the first action is the status update: {actions:?}");
     };

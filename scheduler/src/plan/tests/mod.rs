@@ -1,5 +1,5 @@
-//! Table-driven tests of the planner. Fixtures build plain Kubernetes objects; every case
-//! compares the complete list of actions (in a compact text form) with what it expects.
+//! Table-driven tests of the planner. Fixtures build plain facts (targets, nodes, Jobs); every
+//! case compares the complete list of actions (in a compact text form) with what it expects.
 
 mod follow;
 mod lifecycle;
@@ -7,19 +7,15 @@ mod lifecycle;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::{
-    api::{
-        batch::v1::{Job, JobCondition, JobStatus},
-        core::v1::{Node, NodeCondition, NodeStatus, Pod, PodSpec, PodStatus},
-    },
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time},
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use nightcap_api::{
     NodeCaptureState, PacketCapture, PacketCaptureSpec, PacketCaptureStatus, Phase,
 };
 
-use super::{Action, JobRequest, PlanConfig, Planner, StatusUpdate, spec_hash};
-use crate::job::{JobConfig, build_job, job_name};
+use super::{
+    Action, JobFact, JobState, NodeFact, PlanConfig, Planner, Readiness, StatusUpdate, TargetFact,
+    TargetPhase, job_name, spec_hash,
+};
 
 pub const NS: &str = "team-a";
 pub const UID: &str = "0b7f3c1e-9d7a-4c55-8d0e-2f1f5b4a6c01";
@@ -75,60 +71,46 @@ pub fn name_for(node: &str) -> String {
     job_name(NS, "web-debug", UID, node)
 }
 
-pub fn pod(name: &str, node: &str) -> Pod {
-    pod_with(name, node, &[("app", "web")], "Running")
+/// A running pod labelled `app=web` (`node` empty: not bound to a node).
+pub fn pod(name: &str, node: &str) -> TargetFact {
+    pod_with(name, node, &[("app", "web")], TargetPhase::Running)
 }
 
-pub fn pod_with(name: &str, node: &str, labels: &[(&str, &str)], phase: &str) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(NS.into()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            node_name: (!node.is_empty()).then(|| node.to_string()),
-            ..PodSpec::default()
-        }),
-        status: Some(PodStatus {
-            phase: Some(phase.into()),
-            ..PodStatus::default()
-        }),
+pub fn pod_with(name: &str, node: &str, labels: &[(&str, &str)], phase: TargetPhase) -> TargetFact {
+    TargetFact {
+        namespace: NS.into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        node: (!node.is_empty()).then(|| node.to_string()),
+        phase,
+        host_network: false,
+        ips: Vec::new(),
     }
 }
 
-pub fn node(name: &str) -> Node {
+pub fn node(name: &str) -> NodeFact {
     node_ready(name, true, 0)
 }
 
-/// A node whose Ready condition is `ready` since `t(since)`.
-pub fn node_ready(name: &str, ready: bool, since: i64) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(BTreeMap::from([("pool".into(), "capture".into())])),
-            ..ObjectMeta::default()
+/// A node (labelled `pool=capture`) whose Ready condition is `ready` since `t(since)`.
+pub fn node_ready(name: &str, ready: bool, since: i64) -> NodeFact {
+    NodeFact {
+        name: name.into(),
+        labels: BTreeMap::from([("pool".into(), "capture".into())]),
+        readiness: if ready {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady(Some(t(since)))
         },
-        status: Some(NodeStatus {
-            conditions: Some(vec![NodeCondition {
-                type_: "Ready".into(),
-                status: if ready { "True" } else { "False" }.into(),
-                last_transition_time: Some(Time(t(since))),
-                ..NodeCondition::default()
-            }]),
-            ..NodeStatus::default()
-        }),
-        spec: None,
     }
 }
 
-/// Job states as the Job controller reports them.
+/// Job states as the Job controller reports them (each read as the controller's adapter reads
+/// it: a deadline reached is a finished Job, a deleted one is terminating).
 #[derive(Clone, Copy)]
 pub enum J {
     Active,
@@ -142,50 +124,41 @@ pub enum J {
     BackoffLimitExceeded,
 }
 
-/// The capture's Job on `node` (built by the real Job builder) in state `state`.
-pub fn job(c: &PacketCapture, node: &str, state: J) -> Job {
+/// The capture's Job on `node` in state `state`.
+pub fn job(c: &PacketCapture, node: &str, state: J) -> JobFact {
     job_named(c, node, &name_for(node), state)
 }
 
-pub fn job_named(c: &PacketCapture, node: &str, name: &str, state: J) -> Job {
-    let req = JobRequest {
-        node: node.into(),
+pub fn job_named(c: &PacketCapture, node: &str, name: &str, state: J) -> JobFact {
+    let accepted = c
+        .status
+        .as_ref()
+        .and_then(|s| s.accepted_spec.as_ref())
+        .unwrap_or(&c.spec);
+    let mut j = JobFact {
         name: name.into(),
-        active_deadline_seconds: 600,
-        pods: vec![],
-    };
-    let mut j = build_job(c, &req, &JobConfig::default()).expect("job builds");
-    let cond = |type_: &str, reason: &str| {
-        Some(JobStatus {
-            conditions: Some(vec![JobCondition {
-                type_: type_.into(),
-                status: "True".into(),
-                reason: Some(reason.into()),
-                message: Some(format!("{reason} happened")),
-                ..JobCondition::default()
-            }]),
-            ..JobStatus::default()
-        })
+        node: node.into(),
+        capture_uid: c.metadata.uid.clone().expect("capture UID"),
+        spec_hash: Some(spec_hash(accepted)),
+        state: JobState::Active,
+        idle_since: None,
+        end_recorded: false,
     };
     match state {
         J::Active => {}
-        J::IdleSince(at) => {
-            j.metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert(crate::labels::IDLE_SINCE.into(), t(at).to_string());
-        }
-        J::Deleting => j.metadata.deletion_timestamp = Some(Time(t(0))),
-        J::Complete => j.status = cond("Complete", "CompletionsReached"),
+        J::IdleSince(at) => j.idle_since = Some(t(at)),
+        J::Deleting => j.state = JobState::Terminating,
+        J::Complete | J::DeadlineExceeded => j.state = JobState::Finished,
         J::CompleteRecorded => {
-            j.status = cond("Complete", "CompletionsReached");
-            j.metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert(crate::labels::END_RECORDED.into(), "true".into());
+            j.state = JobState::Finished;
+            j.end_recorded = true;
         }
-        J::DeadlineExceeded => j.status = cond("Failed", "DeadlineExceeded"),
-        J::BackoffLimitExceeded => j.status = cond("Failed", "BackoffLimitExceeded"),
+        J::BackoffLimitExceeded => {
+            j.state = JobState::Failed {
+                reason: "BackoffLimitExceeded".into(),
+                message: "BackoffLimitExceeded happened".into(),
+            }
+        }
     }
     j
 }
@@ -240,9 +213,9 @@ fn status_summary(u: &StatusUpdate) -> Vec<String> {
 pub struct Case {
     pub name: &'static str,
     pub capture: PacketCapture,
-    pub pods: Vec<Pod>,
-    pub nodes: Vec<Node>,
-    pub jobs: Vec<Job>,
+    pub pods: Vec<TargetFact>,
+    pub nodes: Vec<NodeFact>,
+    pub jobs: Vec<JobFact>,
     pub now: i64,
     pub expect: &'static [&'static str],
 }

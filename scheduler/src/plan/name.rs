@@ -1,4 +1,5 @@
-//! Deterministic capture Job names.
+//! Deterministic capture Job names: the planner names the Job it wants on each node, the
+//! executors create it under that name.
 
 use sha2::{Digest, Sha256};
 
