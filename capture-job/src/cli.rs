@@ -207,7 +207,9 @@ mod tests {
             ("--ring-block-size", "1MiBs"),
             ("--exit-when-idle", "-1s"),
         ] {
-            let err = parse(&[flag, value]).expect_err(flag).to_string();
+            let err = parse(&[&format!("{flag}={value}")])
+                .expect_err(flag)
+                .to_string();
             assert!(err.contains(flag), "{flag} {value:?}: {err}");
         }
     }
