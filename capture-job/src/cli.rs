@@ -142,7 +142,7 @@ impl CaptureArgs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::*;
@@ -153,7 +153,8 @@ mod tests {
         args: CaptureArgs,
     }
 
-    fn parse(extra: &[&str]) -> Result<CaptureArgs, clap::Error> {
+    /// The flags after `--interface lo --output file:///x`.
+    pub(crate) fn parse(extra: &[&str]) -> Result<CaptureArgs, clap::Error> {
         let base = [
             "nightcap-capture",
             "--interface",

@@ -65,15 +65,6 @@ fn ring(args: &CaptureArgs, block_timeout_ms: u32) -> Result<RingConfig> {
     })
 }
 
-fn uploader(args: &CaptureArgs, max_files: Option<u32>) -> UploaderConfig {
-    UploaderConfig {
-        max_files,
-        grace: args.upload_grace,
-        max_backoff: MAX_UPLOAD_BACKOFF,
-        live: args.upload_while_writing,
-    }
-}
-
 /// The interface comments: node and capture.
 fn comments(identity: &FileIdentity) -> Vec<String> {
     vec![
@@ -133,30 +124,26 @@ pub(crate) fn standalone(args: &CaptureArgs, identity: FileIdentity) -> Result<C
     if args.max_files == Some(0) {
         return Err(invalid("--max-files must be at least 1"));
     }
-    let ring = ring(args, STANDALONE_BLOCK_TIMEOUT_MS)?;
     let spool_dir = args.spool_dir.clone().unwrap_or_else(|| {
         default_spool_root().join(format!("{}-{}", identity.namespace, identity.capture))
     });
-    Ok(CaptureOptions {
-        table,
-        comments: comments(&identity),
-        engine: EngineConfig {
-            shb_comment: shb_comment(args.filter.as_deref().unwrap_or_default()),
+    assemble(
+        args,
+        identity,
+        Policy {
+            table,
+            filter_text: args.filter.clone().unwrap_or_default(),
             snaplen: args.snaplen,
             rotate_bytes: args.rotate_bytes,
-            rotate_every: Some(Duration::from_secs(args.rotate_seconds)),
+            rotate_every: Duration::from_secs(args.rotate_seconds),
             duration: args.duration,
             max_bytes: args.max_bytes,
             max_packets: args.max_packets,
+            max_files: args.max_files,
             spool_dir,
-            spool_max_bytes: args.spool_max_bytes,
-            identity,
-            first_seq: 0,
-            direct_io: args.spool_direct_io,
+            block_timeout_ms: STANDALONE_BLOCK_TIMEOUT_MS,
         },
-        ring,
-        upload: uploader(args, args.max_files),
-    })
+    )
 }
 
 /// The Kubernetes and local modes: filter, snap length, rotation and limits from the capture's
@@ -169,7 +156,6 @@ pub(crate) fn from_spec(
 ) -> Result<CaptureOptions> {
     let table = filter::compile(spec.expression.as_deref(), &spec.filters)?;
     let rotation = spec.rotation.clone().unwrap_or_default();
-    let ring = ring(args, FOLLOW_BLOCK_TIMEOUT_MS)?;
     // One directory per (capture, node): a restarted container finds its own leftovers, and
     // captures sharing a volume never mix files.
     let spool_dir = args
@@ -184,31 +170,72 @@ pub(crate) fn from_spec(
             .trim()
             .to_string();
     }
-    Ok(CaptureOptions {
-        table,
-        comments: comments(&identity),
-        engine: EngineConfig {
-            shb_comment: shb_comment(&filter_text),
+    assemble(
+        args,
+        identity,
+        Policy {
+            table,
+            filter_text,
             snaplen: spec.snap_len.unwrap_or(DEFAULT_SNAP_LEN),
             rotate_bytes: rotation.max_file_bytes.unwrap_or(DEFAULT_ROTATE_BYTES),
-            rotate_every: Some(Duration::from_secs(
+            rotate_every: Duration::from_secs(
                 rotation
                     .max_file_seconds
                     .unwrap_or(DEFAULT_ROTATE_SECONDS)
                     .into(),
-            )),
+            ),
             duration: window,
             // Per node; the scheduler enforces the capture-wide totals.
             max_bytes: spec.max_bytes,
             max_packets: spec.max_packets,
+            max_files: rotation.max_files,
             spool_dir,
+            block_timeout_ms: FOLLOW_BLOCK_TIMEOUT_MS,
+        },
+    )
+}
+
+/// What the capture's source (the flags, or the PacketCapture) decides.
+struct Policy {
+    table: filter::RuleTable,
+    filter_text: String,
+    snaplen: u32,
+    rotate_bytes: u64,
+    rotate_every: Duration,
+    duration: Option<Duration>,
+    max_bytes: Option<u64>,
+    max_packets: Option<u64>,
+    max_files: Option<u32>,
+    spool_dir: PathBuf,
+    block_timeout_ms: u32,
+}
+
+/// The options of a capture: its policy plus the ring, spool and upload flags.
+fn assemble(args: &CaptureArgs, identity: FileIdentity, p: Policy) -> Result<CaptureOptions> {
+    Ok(CaptureOptions {
+        table: p.table,
+        comments: comments(&identity),
+        engine: EngineConfig {
+            shb_comment: shb_comment(&p.filter_text),
+            snaplen: p.snaplen,
+            rotate_bytes: p.rotate_bytes,
+            rotate_every: Some(p.rotate_every),
+            duration: p.duration,
+            max_bytes: p.max_bytes,
+            max_packets: p.max_packets,
+            spool_dir: p.spool_dir,
             spool_max_bytes: args.spool_max_bytes,
             identity,
             first_seq: 0,
             direct_io: args.spool_direct_io,
         },
-        ring,
-        upload: uploader(args, rotation.max_files),
+        ring: ring(args, p.block_timeout_ms)?,
+        upload: UploaderConfig {
+            max_files: p.max_files,
+            grace: args.upload_grace,
+            max_backoff: MAX_UPLOAD_BACKOFF,
+            live: args.upload_while_writing,
+        },
     })
 }
 
@@ -218,27 +245,12 @@ fn default_spool_root() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
     use nightcap_api::capture::Rotation;
 
     use super::*;
 
-    #[derive(Debug, Parser)]
-    struct Cmd {
-        #[command(flatten)]
-        args: CaptureArgs,
-    }
-
     fn parse(extra: &[&str]) -> CaptureArgs {
-        let base = [
-            "nightcap-capture",
-            "--interface",
-            "lo",
-            "--output",
-            "file:///nonexistent",
-        ];
-        let argv = [&base[..], extra].concat();
-        Cmd::try_parse_from(argv).expect("valid flags").args
+        crate::cli::tests::parse(extra).expect("valid flags")
     }
 
     fn id() -> FileIdentity {
