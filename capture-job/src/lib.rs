@@ -4,7 +4,9 @@
 //! here, a named network namespace, or the namespace holding a pod IP), writes pcapng files in a
 //! bounded spool, rotates them by size or age, and hands each closed file to the storage
 //! [`Uploader`](nightcap_storage::Uploader). Targets can be added and removed while it runs
-//! (the Kubernetes mode does that as pods come and go). [`run`] is `nightcap capture`.
+//! (the Kubernetes mode does that as pods come and go). [`run`] is `nightcap capture`: the flags
+//! ([`CaptureArgs`]) become options in one place (`options`), and run standalone mode (the
+//! targets of the flags) or the Kubernetes/local mode (the pods of a PacketCapture).
 //!
 //! This crate must never delete a spooled file before its upload is confirmed, never widen the
 //! user's filter, and never write outside its spool directory and the configured store.
@@ -13,18 +15,31 @@ mod capture;
 mod cli;
 pub mod engine;
 mod kube_mode;
+mod options;
+mod output;
 pub mod pcapng;
 pub mod spool;
+mod standalone;
 pub mod target;
 mod writer;
 
 use std::{net::IpAddr, path::Path};
 
 pub use capture::{Capture, CaptureOptions, Summary, TargetId};
-pub use cli::{CaptureArgs, run};
+pub use cli::{CaptureArgs, KubeArgs};
 pub use engine::{EngineStats, FileIdentity, StopReason};
-pub use kube_mode::KubeArgs;
 pub use target::{TargetMeta, TargetSpec};
+
+/// Runs `nightcap capture`: the Kubernetes or local mode when the flags name a PacketCapture,
+/// standalone mode otherwise. Prints one JSON line with the [`Summary`] when the capture ran.
+/// Logging is the binary's (`nightcap_process::init_logging`).
+pub fn run(args: CaptureArgs) -> Result<()> {
+    if args.follows_a_capture() {
+        kube_mode::run(&args)
+    } else {
+        standalone::run(&args)
+    }
+}
 
 /// Everything that can go wrong in a capture.
 #[derive(Debug, thiserror::Error)]

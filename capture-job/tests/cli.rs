@@ -205,6 +205,14 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
         ),
         (vec!["--netns", ns, "--output", "not a url"], "not a URL"),
         (
+            vec!["--netns", ns, "--output", "file:///sys/kernel"],
+            "cannot write to file:///sys/kernel",
+        ),
+        (
+            vec!["--netns", ns, "--output", &url, "--upload-grace", "soon"],
+            "--upload-grace",
+        ),
+        (
             vec!["--netns", ns, "--output", &url, "--snaplen", "10"],
             "--snaplen",
         ),
@@ -217,6 +225,55 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     for (args, want) in cases {
         assert_fails(&args, &spool, &out, want);
     }
+}
+
+#[test]
+fn local_mode_checks_a_local_output_before_capturing() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use nightcap_api::{PacketCapture, PacketCaptureSpec, PacketCaptureStatus};
+    require_root();
+    let dir = tempdir("cli-local-probe");
+    let mut pc = PacketCapture::new(
+        "probe",
+        PacketCaptureSpec {
+            duration: Some("2s".into()),
+            ..PacketCaptureSpec::default()
+        },
+    );
+    pc.metadata.namespace = Some("ns".into());
+    pc.metadata.uid = Some("00000000-0000-4000-8000-000000000002".into());
+    pc.status = Some(PacketCaptureStatus {
+        start_time: Some(Time(jiff::Timestamp::now())),
+        ..PacketCaptureStatus::default()
+    });
+    let capture_file = dir.path().join("capture.json");
+    let targets_file = dir.path().join("targets.json");
+    let report_file = dir.path().join("report.json");
+    std::fs::write(&capture_file, serde_json::to_vec(&pc).expect("JSON")).expect("capture");
+    std::fs::write(&targets_file, br#"{"targets":[]}"#).expect("targets");
+    let spool = dir.path().join("spool");
+    let output = Command::new(BIN)
+        .arg("--capture-file")
+        .arg(&capture_file)
+        .arg("--targets-file")
+        .arg(&targets_file)
+        .arg("--report-file")
+        .arg(&report_file)
+        .args(["--node", "node-1", "--output", "file:///sys/kernel"])
+        .arg("--spool-dir")
+        .arg(&spool)
+        .env_remove("NIGHTCAP_FILTER")
+        .output()
+        .expect("run nightcap-capture");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "unwritable output: {stderr}");
+    assert!(
+        stderr.contains("cannot write to file:///sys/kernel"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no JSON line");
+    assert!(!report_file.exists(), "nothing reported");
+    assert!(!spool.exists(), "no spool directory");
 }
 
 #[test]

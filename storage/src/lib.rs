@@ -19,6 +19,7 @@ pub mod error;
 pub mod layout;
 pub mod list;
 pub mod meta;
+mod probe;
 pub mod retention;
 pub mod upload;
 
@@ -27,6 +28,7 @@ pub use error::{Error, Result};
 pub use layout::{CaptureKey, KeyPrefix};
 pub use list::{CaptureFileInfo, Lister};
 pub use meta::FileMeta;
+pub use probe::probe;
 pub use retention::{RetentionItem, SweepReport, sweep};
 pub use upload::{
     FileSums, LiveDone, LiveStop, LiveUpload, SumsBuilder, UploadOptions, UploadedFile, Uploader,

@@ -8,11 +8,17 @@ use clap::Parser;
 #[command(name = "nightcap-capture", version)]
 struct Cli {
     #[command(flatten)]
+    log: nightcap_process::LogArgs,
+    #[command(flatten)]
     args: nightcap_capture_job::CaptureArgs,
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Err(e) = nightcap_process::init_logging(&cli.log) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     if let Err(e) = nightcap_capture_job::run(cli.args) {
         eprintln!("error: {e}");
         std::process::exit(1);

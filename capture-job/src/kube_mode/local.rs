@@ -14,13 +14,13 @@ use kube::ResourceExt;
 use nightcap_api::{PacketCapture, local::LocalTargets};
 use tracing::{info, warn};
 
-use super::{accepted, invalid, options, pods, report, signal, start, wind_up};
-use crate::{CaptureArgs, Error, Result, engine::FileIdentity};
+use super::{accepted, invalid, pods, report, start, wind_up};
+use crate::{CaptureArgs, Error, Result, engine::FileIdentity, options};
 
 /// How often the targets file is read and the report refreshed.
 const TICK: Duration = Duration::from_millis(250);
 
-pub(super) fn run(args: CaptureArgs) -> Result<()> {
+pub(super) fn run(args: &CaptureArgs) -> Result<()> {
     let node = args
         .node
         .clone()
@@ -40,7 +40,7 @@ pub(super) fn run(args: CaptureArgs) -> Result<()> {
     let pc: PacketCapture = serde_json::from_slice(&text)
         .map_err(|e| invalid(format!("{}: not a PacketCapture: {e}", path.display())))?;
     let runtime = crate::runtime(args.spool_direct_io)?;
-    runtime.block_on(follow(&args, pc, &node))
+    runtime.block_on(follow(args, pc, &node))
 }
 
 /// Reads the targets file; `None` (with the reason) when it is missing or not valid JSON.
@@ -70,11 +70,11 @@ async fn follow(args: &CaptureArgs, pc: PacketCapture, node: &str) -> Result<()>
         uid,
         node: node.into(),
     };
-    let opts = options(args, &spec, identity, window)?;
-    // Before anything is captured, so a SIGTERM from the first moment on closes and uploads.
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let (capture, lister) = start(args, opts)?;
+    let opts = options::from_spec(args, &spec, identity, window)?;
+    // Before anything is captured, so a signal from the first moment on closes and uploads.
+    let shutdown = nightcap_process::shutdown_signal();
+    tokio::pin!(shutdown);
+    let (capture, lister) = start(args, opts).await?;
     let report_file = args.kube.report_file.clone().unwrap_or_default();
     let targets_file = args.kube.targets_file.clone().unwrap_or_default();
     let mut reporter = report::Reporter::new(report::Sink::File(report_file), &pc, node, lister);
@@ -87,8 +87,10 @@ async fn follow(args: &CaptureArgs, pc: PacketCapture, node: &str) -> Result<()>
     info!(capture = %format!("{namespace}/{name}"), %node, targets = %targets_file.display(), "Following the targets file.");
     loop {
         tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: closing and uploading the open file."); break; }
-            _ = int.recv() => { info!("SIGINT: closing and uploading the open file."); break; }
+            () = &mut shutdown => {
+                info!("Shutdown signal: closing and uploading the open file.");
+                break;
+            }
             _ = tick.tick() => {
                 if capture.is_finished() {
                     break;

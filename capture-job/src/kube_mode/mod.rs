@@ -14,7 +14,7 @@ mod pods;
 mod report;
 mod stop;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -23,67 +23,17 @@ use kube::{
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use nightcap_api::{
-    PacketCapture, PacketCaptureSpec,
-    capture::DEFAULT_SNAP_LEN,
-    filter,
-    quantity::{parse_duration, parse_size},
-    validation::DEFAULT_DURATION,
+    PacketCapture, PacketCaptureSpec, quantity::parse_duration, validation::DEFAULT_DURATION,
 };
-use nightcap_ebpf::RingConfig;
 use nightcap_storage::StoreConfig;
 use tracing::{debug, info, warn};
 
 use crate::{
-    Capture, CaptureArgs, CaptureOptions, Error, Result,
-    engine::{EngineConfig, FileIdentity},
-    spool::UploaderConfig,
+    Capture, CaptureArgs, CaptureOptions, Error, Result, engine::FileIdentity, options, output,
 };
 
 /// How often attachments are retried and the status is refreshed.
 const TICK: Duration = Duration::from_secs(1);
-
-/// Flags of the Kubernetes mode (flattened into [`CaptureArgs`]).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct KubeArgs {
-    /// Kubernetes mode: capture the selected pods of PacketCapture NAMESPACE/NAME that run on
-    /// --node, follow them as they come and go, and report into its status.nodes[NODE]. The
-    /// filter, snap length, rotation and limits come from the capture; --uid guards against a
-    /// capture recreated under the same name.
-    #[arg(long, env = "NIGHTCAP_CAPTURE", value_name = "NAMESPACE/NAME")]
-    pub capture: Option<String>,
-    /// With --capture: stop (upload, exit 0) after no selected pod ran on the node this long
-    /// (e.g. 30s). Default: keep waiting until the window ends.
-    #[arg(long, env = "NIGHTCAP_EXIT_WHEN_IDLE", value_name = "DURATION")]
-    pub exit_when_idle: Option<String>,
-    /// Local mode (what `nightcap local` runs): the PacketCapture as a JSON file instead of
-    /// --capture. Needs --targets-file, --report-file and --node.
-    #[arg(
-        long,
-        env = "NIGHTCAP_CAPTURE_FILE",
-        value_name = "PATH",
-        conflicts_with = "capture",
-        requires_all = ["targets_file", "report_file"]
-    )]
-    pub capture_file: Option<PathBuf>,
-    /// With --capture-file: JSON list of the targets on this node, re-read while running
-    /// (targets are attached and detached as it changes).
-    #[arg(
-        long,
-        env = "NIGHTCAP_TARGETS_FILE",
-        value_name = "PATH",
-        requires = "capture_file"
-    )]
-    pub targets_file: Option<PathBuf>,
-    /// With --capture-file: where this node's status entry (state, pods, packets, files) is
-    /// written, replaced atomically on every change.
-    #[arg(
-        long,
-        env = "NIGHTCAP_REPORT_FILE",
-        value_name = "PATH",
-        requires = "capture_file"
-    )]
-    pub report_file: Option<PathBuf>,
-}
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
@@ -94,7 +44,7 @@ fn kube_err(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
 }
 
 /// Runs the Kubernetes mode until SIGTERM/SIGINT or the end of the capture window.
-pub(crate) fn run(args: CaptureArgs) -> Result<()> {
+pub(crate) fn run(args: &CaptureArgs) -> Result<()> {
     if args.kube.capture_file.is_some() {
         return local::run(args);
     }
@@ -118,7 +68,7 @@ pub(crate) fn run(args: CaptureArgs) -> Result<()> {
         ));
     }
     let runtime = crate::runtime(args.spool_direct_io)?;
-    runtime.block_on(follow(&args, namespace, name, &node))
+    runtime.block_on(follow(args, namespace, name, &node))
 }
 
 /// The spec the capture started with and the time left in its window.
@@ -151,81 +101,6 @@ fn accepted(pc: &PacketCapture, now: jiff::Timestamp) -> (PacketCaptureSpec, Opt
     (spec, left)
 }
 
-fn size(flag: &str, text: &str) -> Result<u64> {
-    parse_size(text).map_err(|e| invalid(format!("--{flag}: {e}")))
-}
-
-fn options(
-    args: &CaptureArgs,
-    spec: &PacketCaptureSpec,
-    identity: FileIdentity,
-    window: Option<Duration>,
-) -> Result<CaptureOptions> {
-    let table = filter::compile(spec.expression.as_deref(), &spec.filters)?;
-    let rotation = spec.rotation.clone().unwrap_or_default();
-    let block_size = size("ring-block-size", &args.ring_block_size)?;
-    let ring = RingConfig {
-        block_size: u32::try_from(block_size)
-            .ok()
-            .filter(|b| b.is_power_of_two() && *b >= 4096)
-            .ok_or_else(|| invalid("--ring-block-size must be a power of two from 4KiB to 2GiB"))?,
-        block_count: args.ring_blocks.max(1),
-        block_timeout_ms: 100,
-    };
-    let spool_root = args
-        .spool_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("nightcap-spool"));
-    // One directory per (capture, node): a restarted container finds its own leftovers, and
-    // captures sharing a volume never mix files.
-    let spool_dir = spool_root.join(format!("{}-{}", identity.uid, identity.node));
-    let mut filter_text = spec.expression.clone().unwrap_or_default();
-    if !spec.filters.is_empty() {
-        let filters = serde_json::to_string(&spec.filters).unwrap_or_default();
-        filter_text = format!("{filter_text} filters={filters}")
-            .trim()
-            .to_string();
-    }
-    let comments = vec![
-        format!("node: {}", identity.node),
-        format!("capture: {}/{}", identity.namespace, identity.capture),
-        format!("capture-uid: {}", identity.uid),
-    ];
-    Ok(CaptureOptions {
-        table,
-        engine: EngineConfig {
-            shb_comment: if filter_text.is_empty() {
-                "filter: (none, every packet)".into()
-            } else {
-                format!("filter: {filter_text}")
-            },
-            snaplen: spec.snap_len.unwrap_or(DEFAULT_SNAP_LEN),
-            rotate_bytes: rotation.max_file_bytes.unwrap_or(100 << 20),
-            rotate_every: Some(Duration::from_secs(
-                rotation.max_file_seconds.unwrap_or(300).into(),
-            )),
-            duration: window,
-            // Per node; the scheduler enforces the capture-wide totals.
-            max_bytes: spec.max_bytes,
-            max_packets: spec.max_packets,
-            spool_dir,
-            spool_max_bytes: size("spool-max-bytes", &args.spool_max_bytes)?,
-            identity,
-            first_seq: 0,
-            direct_io: args.spool_direct_io,
-        },
-        ring,
-        upload: UploaderConfig {
-            max_files: rotation.max_files,
-            grace: parse_duration(&args.upload_grace)
-                .map_err(|e| invalid(format!("--upload-grace: {e}")))?,
-            max_backoff: Duration::from_secs(5),
-            live: args.upload_while_writing,
-        },
-        comments,
-    })
-}
-
 async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> Result<()> {
     let client = Client::try_default().await.map_err(kube_err(
         "cannot reach the Kubernetes API (in a pod, or set KUBECONFIG)",
@@ -254,18 +129,13 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
         uid: uid.clone(),
         node: node.into(),
     };
-    let opts = options(args, &spec, identity, window)?;
-    // Before anything is captured, so a SIGTERM from the first moment on closes and uploads.
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let (capture, lister) = start(args, opts)?;
-    let idle_after = args
-        .kube
-        .exit_when_idle
-        .as_deref()
-        .map(|d| parse_duration(d).map_err(|e| invalid(format!("--exit-when-idle: {e}"))))
-        .transpose()?;
-    let mut idle = stop::IdleTimer::new(idle_after.filter(|_| spec.selector.is_some()));
+    let opts = options::from_spec(args, &spec, identity, window)?;
+    // Before anything is captured, so a signal from the first moment on closes and uploads.
+    let shutdown = nightcap_process::shutdown_signal();
+    tokio::pin!(shutdown);
+    let (capture, lister) = start(args, opts).await?;
+    let mut idle =
+        stop::IdleTimer::new(args.kube.exit_when_idle.filter(|_| spec.selector.is_some()));
     let mut own = watcher(
         captures.clone(),
         watcher::Config::default().fields(&format!("metadata.name={name}")),
@@ -291,8 +161,10 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
     info!(capture = %format!("{namespace}/{name}"), %node, "Following the capture's pods on this node.");
     loop {
         tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: closing and uploading the open file."); break; }
-            _ = int.recv() => { info!("SIGINT: closing and uploading the open file."); break; }
+            () = &mut shutdown => {
+                info!("Shutdown signal: closing and uploading the open file.");
+                break;
+            }
             event = events.next() => match event {
                 Some(Ok(_)) => targets.sync(&cache.state()).await,
                 Some(Err(error)) => warn!(%error, "Pod watch failed; retrying."),
@@ -336,17 +208,12 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
 }
 
 /// Opens the store and starts the capture; also returns a lister of the store for reports.
-fn start(
+async fn start(
     args: &CaptureArgs,
     opts: CaptureOptions,
 ) -> Result<(Arc<Capture>, nightcap_storage::Lister)> {
     let config = StoreConfig::from_url(&args.output)?;
-    let store = config.open()?;
-    let uploader = Arc::new(crate::cli::uploader_for(
-        &config,
-        &store,
-        crate::cli::upload_options(args)?,
-    )?);
+    let (store, uploader) = output::open(&args.output, &config, options::upload(args)?).await?;
     let lister = nightcap_storage::Lister::new(store.store.clone(), store.prefix.clone());
     let capture = Capture::start(opts, uploader, store.store, store.prefix)?;
     Ok((Arc::new(capture), lister))
@@ -369,20 +236,5 @@ async fn wind_up(
     let summary = summary?;
     debug!("Uploads done; reporting Finished.");
     reporter.finished(&summary).await;
-    println!(
-        "{}",
-        serde_json::to_string(&summary).map_err(|e| invalid(e.to_string()))?
-    );
-    if !summary.spool_left.is_empty() {
-        return Err(invalid(format!(
-            "{} file(s) could not be uploaded and remain in the spool; a restarted capture \
-             uploads them",
-            summary.spool_left.len()
-        )));
-    }
-    Ok(())
-}
-
-fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal> {
-    tokio::signal::unix::signal(kind).map_err(|e| invalid(format!("cannot handle signals: {e}")))
+    output::finish(&summary, "a restarted capture uploads them")
 }

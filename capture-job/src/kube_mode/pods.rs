@@ -7,9 +7,9 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::LabelSelector};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use nightcap_api::{PacketCaptureSpec, local::LocalTarget};
+use nightcap_api::{PacketCaptureSpec, local::LocalTarget, selector::LabelMatcher};
 use nightcap_ebpf::netns;
 use tracing::{info, warn};
 
@@ -34,7 +34,8 @@ struct Attached {
 pub(super) struct Targets {
     capture: Arc<Capture>,
     namespace: String,
-    selector: Option<LabelSelector>,
+    /// The capture's pod selector, compiled; `None` for a node-level capture.
+    selector: Option<LabelMatcher>,
     /// By pod UID.
     attached: BTreeMap<String, Attached>,
     /// Node-level targets (host interfaces).
@@ -51,7 +52,7 @@ impl Targets {
         Self {
             capture,
             namespace: namespace.into(),
-            selector: spec.selector.clone(),
+            selector: spec.selector.as_ref().map(LabelMatcher::new),
             attached: BTreeMap::new(),
             host: Vec::new(),
             failing: BTreeMap::new(),
@@ -104,7 +105,7 @@ impl Targets {
         }
         let wanted: BTreeMap<String, (String, IpAddr)> = pods
             .iter()
-            .filter_map(|p| self.wanted(p))
+            .filter_map(|p| wanted(&self.namespace, self.selector.as_ref()?, p))
             .map(|(uid, name, ip)| (uid, (name, ip)))
             .collect();
         let gone: Vec<String> = self
@@ -236,30 +237,6 @@ impl Targets {
         }
     }
 
-    fn wanted(&self, pod: &Pod) -> Option<Wanted> {
-        let selector = self.selector.as_ref()?;
-        if pod.namespace().as_deref() != Some(self.namespace.as_str())
-            || pod.labels().contains_key(CAPTURE_POD_LABEL)
-            || !selects(selector, pod.labels())
-        {
-            return None;
-        }
-        let spec = pod.spec.as_ref()?;
-        if spec.host_network == Some(true) {
-            return None; // a pod capture never sees the node's traffic
-        }
-        let status = pod.status.as_ref()?;
-        if status.phase.as_deref() != Some("Running") {
-            return None;
-        }
-        let ip: IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
-        Some((
-            pod.uid()?,
-            format!("{}/{}", self.namespace, pod.name_any()),
-            ip,
-        ))
-    }
-
     /// Attached pods (`namespace/name`), sorted.
     pub fn pods(&self) -> Vec<String> {
         let names: BTreeSet<String> = self.attached.values().map(|a| a.name.clone()).collect();
@@ -283,34 +260,63 @@ impl Targets {
     }
 }
 
-/// Kubernetes label selector semantics (`matchLabels` AND every expression).
-fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    sel.match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v))
-        && sel.match_expressions.iter().flatten().all(|r| {
-            let values = r.values.as_deref().unwrap_or_default();
-            let have = labels.get(&r.key);
-            match r.operator.as_str() {
-                "In" => have.is_some_and(|h| values.contains(h)),
-                "NotIn" => have.is_none_or(|h| !values.contains(h)),
-                "Exists" => have.is_some(),
-                "DoesNotExist" => have.is_none(),
-                _ => false,
-            }
-        })
+/// Whether `pod` is captured: a Running pod of the capture's `namespace` selected by
+/// `selector`, with an IP, neither a capture pod nor on the host network.
+fn wanted(namespace: &str, selector: &LabelMatcher, pod: &Pod) -> Option<Wanted> {
+    if pod.namespace().as_deref() != Some(namespace)
+        || pod.labels().contains_key(CAPTURE_POD_LABEL)
+        || !selector.matches(pod.labels())
+    {
+        return None;
+    }
+    let spec = pod.spec.as_ref()?;
+    if spec.host_network == Some(true) {
+        return None; // a pod capture never sees the node's traffic
+    }
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    let ip: IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
+    Some((pod.uid()?, format!("{namespace}/{}", pod.name_any()), ip))
 }
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use k8s_openapi::{
+        api::core::v1::{PodSpec, PodStatus},
+        apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
+    };
 
     use super::*;
 
+    fn pod(labels: &[(&str, &str)]) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some("web-1".into());
+        p.metadata.namespace = Some("ns".into());
+        p.metadata.uid = Some("u1".into());
+        p.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        p.spec = Some(PodSpec::default());
+        p.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            pod_ip: Some("10.0.0.7".into()),
+            ..PodStatus::default()
+        });
+        p
+    }
+
+    fn selected(sel: &LabelSelector, pod: &Pod) -> bool {
+        wanted("ns", &LabelMatcher::new(sel), pod).is_some()
+    }
+
     #[test]
     fn selector_semantics() {
-        let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        let web = pod(&[("app", "web")]);
         let req = |op: &str, values: &[&str]| LabelSelector {
             match_expressions: Some(vec![LabelSelectorRequirement {
                 key: "app".into(),
@@ -319,16 +325,52 @@ mod tests {
             }]),
             ..LabelSelector::default()
         };
-        assert!(selects(&LabelSelector::default(), &labels));
-        assert!(selects(&req("In", &["web", "api"]), &labels));
-        assert!(!selects(&req("NotIn", &["web"]), &labels));
-        assert!(selects(&req("Exists", &[]), &labels));
-        assert!(!selects(&req("DoesNotExist", &[]), &labels));
-        assert!(!selects(&req("Bogus", &["web"]), &labels));
+        assert!(selected(&LabelSelector::default(), &web));
+        assert!(selected(&req("In", &["web", "api"]), &web));
+        assert!(!selected(&req("NotIn", &["web"]), &web));
+        assert!(selected(&req("Exists", &[]), &web));
+        assert!(!selected(&req("DoesNotExist", &[]), &web));
+        assert!(!selected(&req("Bogus", &["web"]), &web));
         let by_label = LabelSelector {
             match_labels: Some(BTreeMap::from([("app".into(), "db".into())])),
             ..LabelSelector::default()
         };
-        assert!(!selects(&by_label, &labels));
+        assert!(!selected(&by_label, &web));
+    }
+
+    #[test]
+    fn only_running_pods_of_the_namespace_with_their_own_network() {
+        let all = LabelSelector::default();
+        assert_eq!(
+            wanted("ns", &LabelMatcher::new(&all), &pod(&[])),
+            Some((
+                "u1".into(),
+                "ns/web-1".into(),
+                "10.0.0.7".parse().expect("ip")
+            ))
+        );
+        assert!(
+            !selected(&all, &pod(&[(CAPTURE_POD_LABEL, "x")])),
+            "capture pod"
+        );
+        let mut other = pod(&[]);
+        other.metadata.namespace = Some("other".into());
+        assert!(!selected(&all, &other), "other namespace");
+        let mut host = pod(&[]);
+        host.spec = Some(PodSpec {
+            host_network: Some(true),
+            ..PodSpec::default()
+        });
+        assert!(!selected(&all, &host), "host network");
+        let mut pending = pod(&[]);
+        if let Some(s) = pending.status.as_mut() {
+            s.phase = Some("Pending".into());
+        }
+        assert!(!selected(&all, &pending), "not running");
+        let mut no_ip = pod(&[]);
+        if let Some(s) = no_ip.status.as_mut() {
+            s.pod_ip = None;
+        }
+        assert!(!selected(&all, &no_ip), "no IP yet");
     }
 }

@@ -3,7 +3,8 @@
 //! attached pods, packets, bytes, drops, files and a message. The Job name is the scheduler's.
 
 use std::{
-    path::PathBuf,
+    io::Write,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -44,17 +45,29 @@ impl Sink {
                     .map_err(|e| e.to_string())
             }
             Self::File(path) => {
-                let tmp = path.with_extension("tmp");
                 let text = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
-                tokio::fs::write(&tmp, text)
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || replace(&path, &text))
                     .await
-                    .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-                tokio::fs::rename(&tmp, path)
-                    .await
-                    .map_err(|e| format!("renaming to {}: {e}", path.display()))
+                    .map_err(|e| e.to_string())?
             }
         }
     }
+}
+
+/// Replaces `path` with `bytes` atomically (a temporary file beside it, renamed over it).
+fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| format!("creating a file in {}: {e}", dir.display()))?;
+    tmp.write_all(bytes)
+        .map_err(|e| format!("writing {}: {e}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map(drop)
+        .map_err(|e| format!("renaming to {}: {e}", path.display()))
 }
 
 pub(super) struct Reporter {
@@ -244,5 +257,36 @@ impl Reporter {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_report_file_is_replaced_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("report.json");
+        let sink = Sink::File(path.clone());
+        for packets in [1, 2] {
+            let entry = json!({ "state": "Capturing", "packets": packets });
+            sink.send("c", "n1", &entry).await.expect("written");
+            let read: Value =
+                serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("JSON");
+            assert_eq!(read, entry);
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["report.json"], "no temporary file left");
+        let missing = Sink::File(dir.path().join("gone/report.json"));
+        let err = missing
+            .send("c", "n1", &json!({}))
+            .await
+            .expect_err("no dir");
+        assert!(err.contains("gone"), "{err}");
     }
 }

@@ -10,7 +10,13 @@ use std::future::Future;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct LogArgs {
     /// Log filter (tracing EnvFilter syntax); default: RUST_LOG, else `info`.
-    #[arg(long = "log", env = "NIGHTCAP_LOG", global = true)]
+    #[arg(
+        long = "log",
+        id = "log_filter",
+        value_name = "FILTER",
+        env = "NIGHTCAP_LOG",
+        global = true
+    )]
     pub filter: Option<String>,
     /// Log as JSON lines.
     #[arg(long, env = "NIGHTCAP_LOG_JSON", global = true)]
