@@ -9,9 +9,11 @@
 
 use std::fmt;
 
-use chrono::{Datelike, LocalResult, NaiveDate, TimeZone, Timelike};
-use chrono_tz::Tz;
-use jiff::Timestamp;
+use jiff::{
+    SignedDuration, Timestamp,
+    civil::{Date, DateTime, Time},
+    tz::{AmbiguousOffset, TimeZone, TimeZoneDatabase},
+};
 
 /// A parsed schedule: one bit per allowed value of each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +157,7 @@ impl CronSchedule {
     /// on the day Europe/Berlin jumps from 02:00 to 03:00), and in an overlap a wall time that
     /// exists twice fires twice (`30 2 * * *` fires at 02:30 CEST and 02:30 CET).
     /// Fire times are whole minutes; `after` is compared to the second.
-    pub fn next_after(&self, after: Timestamp, tz: Tz) -> Option<Timestamp> {
+    pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
         let after_s = after.as_second();
         // The first whole minute strictly after `after` (sub-second parts are ignored, as in
         // robfig: it starts at the next full second).
@@ -173,12 +175,12 @@ impl CronSchedule {
                 } else {
                     (wall.year(), month + 1)
                 };
-                t = first_instant_at_or_after(NaiveDate::from_ymd_opt(y, m, 1)?, tz)?.max(t + 60);
+                let first = Date::new(i16::try_from(y).ok()?, i8::try_from(m).ok()?, 1).ok()?;
+                t = first_instant_at_or_after(first, tz)?.max(t + 60);
                 continue;
             }
-            let dow = wall.weekday().num_days_from_sunday();
-            if !self.day_matches(day, dow) {
-                t = first_instant_at_or_after(wall.date_naive().succ_opt()?, tz)?.max(t + 60);
+            if !self.day_matches(day, wall.dow()) {
+                t = first_instant_at_or_after(wall.date().tomorrow().ok()?, tz)?.max(t + 60);
                 continue;
             }
             let (hour, minute) = (wall.hour(), wall.minute());
@@ -215,12 +217,21 @@ pub const SEARCH_YEARS: i32 = 5;
 
 /// Parses an IANA time zone name; `None` is UTC (what a CronJob without `timeZone` uses in
 /// kube-controller-manager's default configuration).
-pub fn parse_time_zone(name: Option<&str>) -> Result<Tz, String> {
-    match name {
-        None => Ok(Tz::UTC),
-        Some(n) => n.parse::<Tz>().map_err(|_| {
-            format!("{n:?} is not an IANA time zone (e.g. Europe/Berlin, America/New_York, UTC)")
-        }),
+///
+/// Names are spelled exactly as in the IANA database (`Europe/Berlin`, not `europe/berlin`) and
+/// resolved in the copy of the database compiled into the binary (jiff's `tzdb-bundle-always`),
+/// so a schedule fires at the same instants on every host, with or without
+/// `/usr/share/zoneinfo`. `Factory`, the database's placeholder for "no zone configured", is not
+/// a time zone.
+pub fn parse_time_zone(name: Option<&str>) -> Result<TimeZone, String> {
+    let Some(n) = name else {
+        return Ok(TimeZone::UTC);
+    };
+    match TimeZoneDatabase::bundled().get(n) {
+        Ok(tz) if tz.iana_name() == Some(n) && n != "Factory" => Ok(tz),
+        _ => Err(format!(
+            "{n:?} is not an IANA time zone (e.g. Europe/Berlin, America/New_York, UTC)"
+        )),
     }
 }
 
@@ -228,20 +239,62 @@ fn bit(set: u64, v: u32) -> bool {
     v < 64 && set & (1u64 << v) != 0
 }
 
-fn local(unix_seconds: i64, tz: Tz) -> Option<chrono::DateTime<Tz>> {
-    Some(chrono::DateTime::from_timestamp(unix_seconds, 0)?.with_timezone(&tz))
+/// The wall clock of an instant in some zone, its fields as the cron fields count them.
+struct Wall(DateTime);
+
+impl Wall {
+    fn date(&self) -> Date {
+        self.0.date()
+    }
+    fn year(&self) -> i32 {
+        i32::from(self.0.year())
+    }
+    fn month(&self) -> u32 {
+        field(self.0.month())
+    }
+    fn day(&self) -> u32 {
+        field(self.0.day())
+    }
+    /// 0–6 with Sunday = 0.
+    fn dow(&self) -> u32 {
+        field(self.0.weekday().to_sunday_zero_offset())
+    }
+    fn hour(&self) -> u32 {
+        field(self.0.hour())
+    }
+    fn minute(&self) -> u32 {
+        field(self.0.minute())
+    }
+}
+
+/// A civil field (never negative) as a cron value.
+fn field(v: i8) -> u32 {
+    u32::from(v.unsigned_abs())
+}
+
+fn local(unix_seconds: i64, tz: &TimeZone) -> Option<Wall> {
+    Some(Wall(
+        tz.to_datetime(Timestamp::from_second(unix_seconds).ok()?),
+    ))
 }
 
 /// The first instant whose wall clock in `tz` reads `date` 00:00 or later (midnight itself when
-/// it exists; the end of the gap when a zone skips midnight).
-fn first_instant_at_or_after(date: NaiveDate, tz: Tz) -> Option<i64> {
-    let mut wall = date.and_hms_opt(0, 0, 0)?;
+/// it exists, the earlier one when it exists twice; the end of the gap when a zone skips
+/// midnight).
+fn first_instant_at_or_after(date: Date, tz: &TimeZone) -> Option<i64> {
+    let mut wall = date.to_datetime(Time::midnight());
     for _ in 0..=24 * 60 {
-        match tz.from_local_datetime(&wall) {
-            LocalResult::Single(t) => return Some(t.timestamp()),
-            LocalResult::Ambiguous(first, _) => return Some(first.timestamp()),
-            LocalResult::None => wall += chrono::Duration::minutes(1),
-        }
+        let ambiguous = tz.to_ambiguous_timestamp(wall);
+        let offset = match ambiguous.offset() {
+            AmbiguousOffset::Unambiguous { offset } => offset,
+            // In a fold the offset before the transition is the larger one: the earlier instant.
+            AmbiguousOffset::Fold { before, .. } => before,
+            AmbiguousOffset::Gap { .. } => {
+                wall = wall.checked_add(SignedDuration::from_mins(1)).ok()?;
+                continue;
+            }
+        };
+        return Some(offset.to_timestamp(wall).ok()?.as_second());
     }
     None
 }

@@ -68,7 +68,7 @@ fn ts(s: &str) -> Timestamp {
     s.parse().expect("test timestamp")
 }
 
-fn tz(name: &str) -> Tz {
+fn tz(name: &str) -> TimeZone {
     parse_time_zone(Some(name)).expect("test zone")
 }
 
@@ -78,7 +78,7 @@ fn assert_sequence(expr: &str, zone: &str, after: &str, want: &[&str]) {
     let mut t = ts(after);
     for w in want {
         let next = s
-            .next_after(t, tz(zone))
+            .next_after(t, &tz(zone))
             .unwrap_or_else(|| panic!("{expr} in {zone}: no fire time after {t}"));
         assert_eq!(next, ts(w), "{expr} in {zone} after {t}");
         t = next;
@@ -143,10 +143,13 @@ fn next_after_plain_utc() {
 #[test]
 fn never_firing_schedule_has_no_next_time() {
     let s = CronSchedule::parse("0 0 30 2 *").expect("valid syntax");
-    assert_eq!(s.next_after(ts("2026-01-01T00:00:00Z"), Tz::UTC), None);
+    assert_eq!(
+        s.next_after(ts("2026-01-01T00:00:00Z"), &TimeZone::UTC),
+        None
+    );
     let s = CronSchedule::parse("0 0 31 4,6,9,11 *").expect("valid syntax");
     assert_eq!(
-        s.next_after(ts("2026-01-01T00:00:00Z"), tz("Europe/Berlin")),
+        s.next_after(ts("2026-01-01T00:00:00Z"), &tz("Europe/Berlin")),
         None
     );
 }
@@ -258,14 +261,13 @@ fn new_york_gap_and_overlap() {
 fn brute_force(
     s: &CronSchedule,
     after: Timestamp,
-    zone: Tz,
+    zone: &TimeZone,
     limit_minutes: i64,
 ) -> Option<Timestamp> {
     let mut t = (after.as_second().div_euclid(60) + 1) * 60;
     for _ in 0..limit_minutes {
         let w = local(t, zone).expect("in range");
-        let dow = w.weekday().num_days_from_sunday();
-        if s.matches(w.month(), w.day(), dow, w.hour(), w.minute()) {
+        if s.matches(w.month(), w.day(), w.dow(), w.hour(), w.minute()) {
             return Timestamp::from_second(t).ok();
         }
         t += 60;
@@ -310,8 +312,8 @@ fn next_after_agrees_with_minute_by_minute_search_around_transitions() {
                 let end = t.as_second() + 3 * 86_400;
                 while t.as_second() < end {
                     let limit = 40 * 24 * 60;
-                    let got = s.next_after(t, tz(zone));
-                    match brute_force(&s, t, tz(zone), limit) {
+                    let got = s.next_after(t, &tz(zone));
+                    match brute_force(&s, t, &tz(zone), limit) {
                         Some(want) => {
                             assert_eq!(got, Some(want), "{expr} in {zone} after {t}");
                             t = want;
@@ -332,8 +334,46 @@ fn next_after_agrees_with_minute_by_minute_search_around_transitions() {
 
 #[test]
 fn time_zone_names() {
-    assert_eq!(parse_time_zone(None), Ok(Tz::UTC));
+    assert_eq!(parse_time_zone(None), Ok(TimeZone::UTC));
     assert!(parse_time_zone(Some("Europe/Berlin")).is_ok());
     let err = parse_time_zone(Some("Mars/Olympus")).expect_err("unknown zone");
     assert!(err.contains("not an IANA time zone"), "{err}");
+}
+
+#[test]
+fn time_zone_names_are_iana_names_spelled_exactly() {
+    for name in [
+        "UTC",
+        "Etc/UTC",
+        "Etc/GMT+5",
+        "EST",
+        "US/Eastern",
+        "Australia/Lord_Howe",
+        "America/Argentina/Buenos_Aires",
+    ] {
+        assert!(parse_time_zone(Some(name)).is_ok(), "{name:?}");
+    }
+    // Other spellings, files of a zoneinfo directory that are not zones, paths.
+    for name in [
+        "",
+        "utc",
+        "europe/berlin",
+        "EUROPE/BERLIN",
+        "Europe/Berlin ",
+        "Etc/Unknown",
+        "Local",
+        "localtime",
+        "posixrules",
+        "Factory",
+        "posix/Europe/Berlin",
+        "right/Europe/Berlin",
+        "/usr/share/zoneinfo/UTC",
+        "../zoneinfo/UTC",
+        "Europe/../UTC",
+        "zone.tab",
+        "leap-seconds.list",
+    ] {
+        let err = parse_time_zone(Some(name)).expect_err(name);
+        assert!(err.contains("not an IANA time zone"), "{name:?}: {err}");
+    }
 }

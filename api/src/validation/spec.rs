@@ -12,7 +12,7 @@ use super::{
 use crate::{
     CaptureSchedule, CaptureTrigger, PacketCapture, PacketCaptureSpec, PacketCaptureTemplate,
     capture::{MAX_SNAP_LEN, MIN_FILE_BYTES, MIN_SNAP_LEN},
-    cron::CronSchedule,
+    cron::{CronSchedule, parse_time_zone},
     quantity::parse_duration,
     template::{self, StandIn},
 };
@@ -245,13 +245,8 @@ pub fn validate_schedule(
     if let Err(e) = CronSchedule::parse(&s.spec.schedule) {
         errs.push("spec.schedule", e.message);
     }
-    if let Some(tz) = &s.spec.time_zone
-        && tz.parse::<chrono_tz::Tz>().is_err()
-    {
-        errs.push(
-            "spec.timeZone",
-            format!("{tz:?} is not an IANA time zone (e.g. Europe/Berlin, America/New_York, UTC)"),
-        );
+    if let Err(message) = parse_time_zone(s.spec.time_zone.as_deref()) {
+        errs.push("spec.timeZone", message);
     }
     if s.spec.schedule.contains("TZ=") || s.spec.schedule.contains("CRON_TZ=") {
         errs.push(

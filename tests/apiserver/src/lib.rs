@@ -28,6 +28,7 @@ pub mod selectors;
 mod server;
 pub mod status;
 mod store;
+mod time;
 pub mod validate;
 
 pub use error::{Error, Result};

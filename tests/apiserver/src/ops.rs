@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -12,6 +12,7 @@ use crate::{
     resources::{Builtin, ResourceType},
     status::{ApiError, ApiResult, Cause},
     store::{State, meta_str},
+    time::timestamp,
     validate,
 };
 
@@ -39,7 +40,7 @@ pub(crate) struct WriteCtx {
     /// `fieldValidation=Strict`: unknown fields are an error instead of a warning.
     pub strict: bool,
     pub warnings: Vec<String>,
-    pub now: DateTime<Utc>,
+    pub now: Timestamp,
     /// managedFields computed by server-side apply (used instead of recording an update).
     pub managed_override: Option<Value>,
 }
@@ -51,18 +52,13 @@ impl WriteCtx {
             dry_run: false,
             strict: false,
             warnings: vec![],
-            now: Utc::now(),
+            now: Timestamp::now(),
             managed_override: None,
         }
     }
     pub fn now_str(&self) -> String {
         timestamp(self.now)
     }
-}
-
-/// RFC 3339 with seconds, like metav1.Time.
-pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// Ensure `apiVersion`/`kind` match the endpoint (filling them in when absent).
@@ -497,7 +493,7 @@ pub(crate) fn delete(
             .is_none_or(|g| grace < g);
         if !already_deleting || shorter {
             obj["metadata"]["deletionTimestamp"] =
-                Value::String(timestamp(ctx.now + chrono::Duration::seconds(grace)));
+                Value::String(timestamp(ctx.now + SignedDuration::from_secs(grace)));
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
             if !finalizers.is_empty() {
                 obj["metadata"]["finalizers"] = Value::Array(finalizers);

@@ -5,7 +5,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::status::{Cause, show_value};
+use crate::{
+    status::{Cause, show_value},
+    time::is_date_time,
+};
 
 /// What schema processing found.
 #[derive(Debug, Default)]
@@ -50,8 +53,8 @@ fn type_ok(want: &str, v: &Value) -> bool {
 
 fn format_ok(format: &str, s: &str) -> bool {
     match format {
-        "date-time" => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
-        "date" => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok(),
+        "date-time" => is_date_time(s),
+        "date" => jiff::civil::Date::strptime("%Y-%m-%d", s).is_ok(),
         "uuid" => uuid::Uuid::parse_str(s).is_ok(),
         "byte" => {
             use base64::Engine;

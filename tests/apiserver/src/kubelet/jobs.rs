@@ -11,8 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use jiff::Timestamp;
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{Pod, PodSpec},
@@ -25,7 +25,7 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::ops::timestamp;
+use crate::time::{parse_date_time, timestamp};
 
 const TRACKING: &str = "batch.kubernetes.io/job-tracking";
 const HOSTNAME: &str = "kubernetes.io/hostname";
@@ -177,7 +177,7 @@ impl Controller {
         let ns = job.namespace().unwrap_or_default();
         let name = job.name_any();
         let Some(spec) = job.spec.clone() else { return };
-        let now_t = Utc::now();
+        let now_t = Timestamp::now();
         let now = timestamp(now_t);
         let pods: Vec<&Arc<Pod>> = all_pods.iter().filter(|p| owned_by(p, &uid)).collect();
         let deleting = |p: &Pod| p.metadata.deletion_timestamp.is_some();
@@ -225,11 +225,7 @@ impl Controller {
         let has =
             |cs: &[Value], t: &str| cs.iter().any(|c| c["type"] == t && c["status"] == "True");
         let finished = has(&conditions, "Complete") || has(&conditions, "Failed");
-        let start: DateTime<Utc> = prev
-            .start_time
-            .as_ref()
-            .and_then(|t| t.0.to_string().parse().ok())
-            .unwrap_or(now_t);
+        let start = prev.start_time.as_ref().map_or(now_t, |t| t.0);
         let completions = spec.completions.unwrap_or(1);
         let mut completion_time = prev.completion_time.as_ref().map(|t| t.0.to_string());
 
@@ -244,7 +240,7 @@ impl Controller {
         if !finished {
             let deadline = spec
                 .active_deadline_seconds
-                .filter(|d| (now_t - start).num_seconds() >= *d);
+                .filter(|d| now_t.duration_since(start).as_secs() >= *d);
             let failure = if deadline.is_some() {
                 Some((
                     "DeadlineExceeded",
@@ -294,14 +290,9 @@ impl Controller {
             let finished_at = conditions
                 .iter()
                 .filter(|c| c["type"] == "Complete" || c["type"] == "Failed")
-                .filter_map(|c| {
-                    c["lastTransitionTime"]
-                        .as_str()?
-                        .parse::<DateTime<Utc>>()
-                        .ok()
-                })
+                .filter_map(|c| parse_date_time(c["lastTransitionTime"].as_str()?))
                 .max();
-            if finished_at.is_some_and(|t| (now_t - t).num_seconds() >= i64::from(ttl)) {
+            if finished_at.is_some_and(|t| now_t.duration_since(t).as_secs() >= i64::from(ttl)) {
                 let api: Api<Job> = Api::namespaced(self.ctx.client.clone(), &ns);
                 if let Err(e) = api.delete(&name, &DeleteParams::background()).await {
                     tracing::debug!(job = %name, error = %e, "TTL deletion failed.");

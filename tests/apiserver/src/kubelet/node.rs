@@ -1,6 +1,6 @@
 //! Node registration, status and the node Lease heartbeat.
 
-use chrono::Utc;
+use jiff::Timestamp;
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
 use kube::{
     Api,
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::Ctx;
 use crate::{
     error::{Error, Result},
-    ops::timestamp,
+    time::{micro_timestamp, timestamp},
 };
 
 fn conditions(ready: &str, now: &str) -> Value {
@@ -87,7 +87,7 @@ fn kerr(what: String) -> impl FnOnce(kube::Error) -> Error {
 /// Create (or refresh) the Node and its Lease.
 pub(crate) async fn register(ctx: &Ctx) -> Result<()> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let now = timestamp(Utc::now());
+    let now = timestamp(Timestamp::now());
     let mut labels = json!({
         "kubernetes.io/hostname": ctx.node,
         "kubernetes.io/os": "linux",
@@ -131,7 +131,7 @@ pub(crate) async fn register(ctx: &Ctx) -> Result<()> {
 
 async fn renew_lease(ctx: &Ctx) -> Result<()> {
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "kube-node-lease");
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let now = micro_timestamp(Timestamp::now());
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": ctx.node},
         "spec": {"holderIdentity": ctx.node, "leaseDurationSeconds": 40, "renewTime": now}});
@@ -154,7 +154,7 @@ pub(crate) async fn heartbeat(ctx: Ctx) {
         if let Err(e) = renew_lease(&ctx).await {
             tracing::warn!(node = %ctx.node, error = %e, "Lease renewal failed.");
         }
-        let now = timestamp(Utc::now());
+        let now = timestamp(Timestamp::now());
         let patch = json!({"status": {"conditions": conditions("True", &now)}});
         if let Err(e) = nodes
             .patch_status(
@@ -172,7 +172,7 @@ pub(crate) async fn heartbeat(ctx: Ctx) {
 /// Ready=Unknown, as the node lifecycle controller marks a node whose kubelet went away.
 pub(crate) async fn mark_not_ready(client: &kube::Client, node: &str) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let now = timestamp(Utc::now());
+    let now = timestamp(Timestamp::now());
     let patch = json!({"status": {"conditions": conditions("Unknown", &now)}});
     nodes
         .patch_status(node, &PatchParams::default(), &Patch::Strategic(&patch))

@@ -8,8 +8,8 @@ use std::{
     time::Duration,
 };
 
-use chrono::Utc;
 use futures::StreamExt;
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, ResourceExt,
@@ -26,7 +26,7 @@ use super::{
     sandbox::{PodRef, Sandbox},
     status::{ContainerState, PodStatus, render},
 };
-use crate::ops::timestamp;
+use crate::time::timestamp;
 
 pub(crate) fn pod_dir(state: &Path, ns: &str, name: &str, uid: &str) -> PathBuf {
     state.join("pods").join(ns).join(name).join(uid)
@@ -271,7 +271,7 @@ impl Worker {
         let uid = pod.uid().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         let host_network = spec.host_network == Some(true);
-        let now = timestamp(Utc::now());
+        let now = timestamp(Timestamp::now());
         let mut rt = PodRt {
             pod: pod.clone(),
             sandbox: None,
@@ -330,7 +330,7 @@ impl Worker {
             .prepare(&pod, &view, &dir, netns)
             .await
             .and_then(|l| container::spawn(&l));
-        let now = timestamp(Utc::now());
+        let now = timestamp(Timestamp::now());
         let Some(rt) = self.pods.get_mut(uid) else {
             return;
         };
@@ -481,7 +481,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
-        let now = timestamp(Utc::now());
+        let now = timestamp(Timestamp::now());
         let message = match &rt.last_state {
             Some(ContainerState::Waiting { reason, message }) if reason == "StartError" => {
                 message.clone()
@@ -576,7 +576,7 @@ impl Worker {
             pod_ips: rt.ips.clone(),
             host_ip: self.ctx.opts.node_ip.to_string(),
             start_time: rt.start_time.clone(),
-            now: timestamp(Utc::now()),
+            now: timestamp(Timestamp::now()),
         };
         let body: Value = json!({"status": render(&st)});
         let ns = rt.pod.namespace().unwrap_or_default();

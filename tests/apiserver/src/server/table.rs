@@ -4,22 +4,20 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::{
     resources::{Builtin, ResourceType},
     server::resource::partial_metadata,
+    time::parse_date_time,
 };
 
 fn age(ts: &Value) -> String {
-    let Some(t) = ts
-        .as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-    else {
+    let Some(t) = ts.as_str().and_then(parse_date_time) else {
         return "<unknown>".into();
     };
-    let secs = (Utc::now() - t.with_timezone(&Utc)).num_seconds().max(0);
+    let secs = Timestamp::now().duration_since(t).as_secs().max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 3600 * 3 => format!("{}m", s / 60),
@@ -111,13 +109,9 @@ fn job_status(o: &Value) -> &'static str {
 }
 
 fn job_duration(o: &Value) -> String {
-    let t = |k: &str| {
-        o["status"][k]
-            .as_str()
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-    };
+    let t = |k: &str| o["status"][k].as_str().and_then(parse_date_time);
     match (t("startTime"), t("completionTime")) {
-        (Some(a), Some(b)) => format!("{}s", (b - a).num_seconds()),
+        (Some(a), Some(b)) => format!("{}s", b.duration_since(a).as_secs()),
         (Some(_), None) => age(&o["status"]["startTime"]),
         _ => String::new(),
     }

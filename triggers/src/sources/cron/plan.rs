@@ -12,7 +12,7 @@
 
 use std::cmp::Reverse;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use nightcap_api::{
@@ -83,7 +83,7 @@ pub struct CronPlan {
 /// (exact up to [`TOO_MANY_MISSED`] + 1). `None` when the schedule never fires.
 pub fn most_recent(
     cron: &CronSchedule,
-    tz: chrono_tz::Tz,
+    tz: &TimeZone,
     earliest: Timestamp,
     now: Timestamp,
 ) -> Option<(Option<Timestamp>, u64)> {
@@ -229,16 +229,16 @@ pub fn plan(schedule: &CaptureSchedule, owned: &[(String, Tracked)], now: Timest
     if let Some(deadline) = spec.starting_deadline_seconds {
         let limit = now - SignedDuration::from_secs(deadline);
         if limit > earliest {
-            if let Some((Some(last_missed), n)) = most_recent(&cron, tz, earliest, limit) {
+            if let Some((Some(last_missed), n)) = most_recent(&cron, &tz, earliest, limit) {
                 out.missed = Some((last_missed, n));
                 out.skipped = Some("missed");
             }
             earliest = limit;
         }
     }
-    let next_after_now = cron.next_after(now, tz);
+    let next_after_now = cron.next_after(now, &tz);
     out.requeue_at = next_after_now;
-    let (due, missed) = match most_recent(&cron, tz, earliest, now) {
+    let (due, missed) = match most_recent(&cron, &tz, earliest, now) {
         Some(r) => r,
         None => {
             let message = format!(

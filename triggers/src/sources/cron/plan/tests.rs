@@ -342,7 +342,7 @@ fn most_recent_counts_exactly_up_to_the_limit() {
     ];
     for (minutes, want, count) in cases {
         let now = t0 + SignedDuration::from_mins(minutes);
-        let (got, n) = most_recent(&every_minute, chrono_tz::Tz::UTC, t0, now).expect("fires");
+        let (got, n) = most_recent(&every_minute, &TimeZone::UTC, t0, now).expect("fires");
         assert_eq!(got, want, "{minutes}");
         assert_eq!(n.min(101), count, "{minutes}");
     }
