@@ -128,7 +128,7 @@ pub struct UploadReport {
 pub struct SpoolCounters {
     /// Bytes in the spool (closed files waiting plus the open file).
     pub used: Arc<AtomicU64>,
-    /// The last upload failed (see [`crate::writer::live::Live`]).
+    /// The last upload failed (the writer then uploads new files from the spool, not live).
     pub storage_failing: Arc<AtomicBool>,
 }
 
