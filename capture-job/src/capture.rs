@@ -151,7 +151,7 @@ impl Capture {
             .name("nightcap-capture".into())
             .spawn(move || {
                 // Started from a runtime thread it would inherit the runtime's lower priority.
-                if !crate::set_nice(0) {
+                if nightcap_sys::set_thread_nice(0).is_err() {
                     tracing::debug!("The capture thread could not return to nice 0.");
                 }
                 let r = engine::run(

@@ -4,7 +4,7 @@
 //! ([`crate::writer`]), which writes the chunks and hands each closed file to the uploader.
 
 use std::{
-    os::fd::AsRawFd,
+    os::fd::AsFd,
     path::PathBuf,
     sync::{
         Arc,
@@ -23,7 +23,7 @@ use tracing::warn;
 use crate::{
     Error, Result,
     pcapng::{InterfaceInfo, PcapngWriter},
-    spool::ClosedFile,
+    spooled::ClosedFile,
     writer::{CloseInfo, FileSink, Live, Writer},
 };
 
@@ -76,38 +76,8 @@ pub struct EngineConfig {
     pub direct_io: bool,
 }
 
-/// Wakes the capture thread when a control message is queued (an eventfd it polls).
-#[derive(Debug)]
-pub(crate) struct Waker(std::os::fd::OwnedFd);
-
-impl Waker {
-    pub(crate) fn new() -> std::io::Result<Self> {
-        // SAFETY: eventfd(2) with constant flags; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor we own.
-        Ok(Self(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
-    }
-
-    pub(crate) fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to our eventfd. A full counter (EAGAIN)
-        // still leaves it readable, which is all a wake-up needs.
-        unsafe {
-            libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8);
-        }
-    }
-
-    fn clear(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reading 8 bytes into a live u64 from our non-blocking eventfd.
-        unsafe {
-            libc::read(self.0.as_raw_fd(), (&raw mut v).cast(), 8);
-        }
-    }
-}
+/// Wakes the capture thread when a control message is queued (a descriptor it polls).
+pub(crate) type Waker = nightcap_sys::Wakeup;
 
 /// Messages to the capture thread.
 #[derive(Debug)]
@@ -389,7 +359,7 @@ fn run_loop(
     let mut rings: Vec<(u64, Box<PacketRing>)> = Vec::new();
     let mut retiring: Vec<Retiring> = Vec::new();
     let mut removed = RingStats::default();
-    let mut pollfds: Vec<libc::pollfd> = Vec::new();
+    let mut polls = nightcap_sys::PollSet::new();
     let retire = |sink: &mut Sink, mut r: Retiring, removed: &mut RingStats| {
         drain_all(sink, r.id, &mut r.ring);
         if let Ok(s) = r.ring.stats() {
@@ -446,33 +416,22 @@ fn run_loop(
         if let Some(first) = retiring.iter().map(|r| r.at).min() {
             wait = wait.min(first.saturating_duration_since(Instant::now()));
         }
-        pollfds.clear();
-        pollfds.push(libc::pollfd {
-            fd: waker.0.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        pollfds.extend(
-            rings
-                .iter()
-                .map(|(_, r)| r)
-                .chain(retiring.iter().map(|r| &r.ring))
-                .map(|r| libc::pollfd {
-                    fd: r.fd().as_raw_fd(),
-                    events: libc::POLLIN | libc::POLLERR,
-                    revents: 0,
-                }),
-        );
-        let timeout = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
-        // SAFETY: pollfds is a valid array of the length passed.
-        let rc = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, timeout) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                warn!(error = %e, "poll failed");
-            }
+        polls.clear();
+        let woken = polls.push(waker.as_fd());
+        for r in rings
+            .iter()
+            .map(|(_, r)| r)
+            .chain(retiring.iter().map(|r| &r.ring))
+        {
+            polls.push(r.fd());
         }
-        if pollfds[0].revents != 0 {
+        let timeout = wait.max(Duration::from_millis(1));
+        if let Err(e) = polls.wait(timeout)
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            warn!(error = %e, "poll failed");
+        }
+        if polls.ready(woken) {
             waker.clear();
         }
         let mut limit = None;

@@ -19,6 +19,7 @@ mod options;
 mod output;
 pub mod pcapng;
 pub mod spool;
+pub mod spooled;
 mod standalone;
 pub mod target;
 mod writer;
@@ -125,42 +126,15 @@ pub(crate) fn runtime(io_idle: bool) -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .on_thread_start(move || {
             // Without them the process still works, with uploads at the capture's priority.
-            let _ = set_nice(RUNTIME_NICE);
+            let _ = nightcap_sys::set_thread_nice(RUNTIME_NICE);
             if io_idle {
-                let _ = set_io_idle();
+                // The uploader's reads of spool files then wait while the capture's writes are
+                // queued.
+                let _ = nightcap_sys::set_thread_io_idle();
             }
         })
         .build()
         .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))
-}
-
-/// Sets the calling thread's nice value; returns whether the kernel accepted it (going below
-/// the current value needs CAP_SYS_NICE).
-pub(crate) fn set_nice(nice: i32) -> bool {
-    // SAFETY: gettid and setpriority on the calling thread, plain integer arguments.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) == 0
-    }
-}
-
-/// Puts the calling thread's disk I/O in the idle class: the uploader's reads of spool files
-/// then wait while the capture's writes are queued (schedulers with I/O priorities, such as
-/// mq-deadline and BFQ; mq-deadline still serves a request waiting longer than its
-/// `prio_aging_expire`, 10 s by default).
-pub(crate) fn set_io_idle() -> bool {
-    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
-    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
-    // SAFETY: ioprio_set on the calling thread (who = 0), plain integer arguments.
-    unsafe {
-        libc::syscall(
-            libc::SYS_ioprio_set,
-            IOPRIO_WHO_PROCESS,
-            0 as libc::c_long,
-            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
-        ) == 0
-    }
 }
 
 /// Result with this crate's [`Error`].
@@ -168,13 +142,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {
+    use nightcap_sys::IoClass;
+
     /// The calling thread's I/O priority class (`ioprio_get`).
-    fn io_class_of_this_thread() -> libc::c_long {
-        // SAFETY: ioprio_get on the calling thread (IOPRIO_WHO_PROCESS = 1, who = 0).
-        let prio =
-            unsafe { libc::syscall(libc::SYS_ioprio_get, 1 as libc::c_long, 0 as libc::c_long) };
-        assert!(prio >= 0, "ioprio_get: {}", std::io::Error::last_os_error());
-        prio >> 13
+    fn io_class_of_this_thread() -> IoClass {
+        nightcap_sys::thread_io_class().expect("ioprio_get")
     }
 
     #[test]
@@ -191,20 +163,16 @@ mod tests {
                 (blocking, plain)
             });
             assert_eq!(
-                blocking == 3,
+                blocking == IoClass::Idle,
                 io_idle,
                 "the blocking pool (spool reads) is in the idle I/O class with an O_DIRECT spool"
             );
-            assert_ne!(plain, 3, "the writer's threads are not");
+            assert_ne!(plain, IoClass::Idle, "the writer's threads are not");
         }
     }
 
     fn nice_of_this_thread() -> i32 {
-        // SAFETY: getpriority on the calling thread.
-        unsafe {
-            *libc::__errno_location() = 0;
-            libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t)
-        }
+        nightcap_sys::thread_nice().expect("getpriority")
     }
 
     #[test]

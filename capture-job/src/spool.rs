@@ -13,96 +13,18 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use chrono::{DateTime, Utc};
-use nightcap_storage::{CaptureKey, FileMeta, FileSums, KeyPrefix, Uploader};
+use nightcap_storage::{CaptureKey, FileMeta, KeyPrefix, Uploader};
 use object_store::{ObjectStore, ObjectStoreExt};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, info, warn};
 
-use crate::{Error, Result, pcapng};
-
-/// A closed file waiting for upload.
-#[derive(Debug)]
-pub struct ClosedFile {
-    /// Local path in the spool.
-    pub path: PathBuf,
-    /// Where it goes.
-    pub key: CaptureKey,
-    /// Metadata recorded with the object.
-    pub meta: FileMeta,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// When the capture thread finished the file (None: a leftover of an earlier run).
-    pub rotated: Option<Instant>,
-    /// Checksums computed while the file was written (None: a leftover, read twice to upload).
-    pub sums: Option<FileSums>,
-    /// Its upload made while it was written, still completing (None: upload it from disk).
-    pub live: Option<crate::writer::LiveResult>,
-}
-
-/// The `{name}.json` next to a spooled file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Sidecar {
-    /// Key relative to the store prefix (`namespace/capture/uid/node/file`).
-    pub key: String,
-    /// Packets (once closed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub packets: Option<u64>,
-    /// Open time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start: Option<DateTime<Utc>>,
-    /// Close time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end: Option<DateTime<Utc>>,
-}
-
-impl Sidecar {
-    /// The sidecar of a file just opened.
-    pub fn for_key(key: &CaptureKey) -> Self {
-        Self {
-            key: key.relative(),
-            packets: None,
-            start: Some(key.start),
-            end: None,
-        }
-    }
-
-    /// The sidecar of a closed file.
-    pub fn new(key: &CaptureKey, meta: &FileMeta) -> Self {
-        Self {
-            key: key.relative(),
-            packets: meta.packets,
-            start: meta.start,
-            end: meta.end,
-        }
-    }
-
-    /// Writes it (atomically: temp file + rename).
-    pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec(self).map_err(|e| Error::io(path, "encoding", e.into()))?;
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, "writing", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "renaming", e))
-    }
-
-    fn read(path: &Path) -> Option<Self> {
-        let text = std::fs::read(path).ok()?;
-        serde_json::from_slice(&text).ok()
-    }
-}
-
-fn sidecar_path(file: &Path) -> PathBuf {
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = name.strip_suffix(".partial").unwrap_or(&name).to_owned();
-    file.with_file_name(format!("{name}.json"))
-}
+use crate::{
+    Error, Result, pcapng,
+    spooled::{ClosedFile, Sidecar},
+};
 
 /// Files an earlier run left in `dir`, ready to upload (recovering `.partial` ones). Files
 /// without a readable sidecar cannot be named and are reported, not touched.
@@ -125,7 +47,7 @@ pub fn leftovers(dir: &Path) -> Result<Vec<ClosedFile>> {
         if !partial && !name.ends_with(".pcapng") {
             continue;
         }
-        let side = sidecar_path(&path);
+        let side = Sidecar::path_of(&path);
         let Some(sc) = Sidecar::read(&side) else {
             warn!(file = %path.display(), "Spool file without a sidecar; leaving it alone.");
             continue;
@@ -136,7 +58,7 @@ pub fn leftovers(dir: &Path) -> Result<Vec<ClosedFile>> {
         };
         let mut file_path = path.clone();
         // A crash can cut a `.partial` anywhere, and a closed file too: one uploaded while it
-        // was written is not synced when closed (`writer::Live::cache_window`). Either keeps
+        // was written is not synced when closed (`writer::live::Live::cache_window`). Either keeps
         // its whole blocks.
         let (len, keep) = std::fs::File::open(&path)
             .and_then(|f| {
@@ -206,7 +128,7 @@ pub struct UploadReport {
 pub struct SpoolCounters {
     /// Bytes in the spool (closed files waiting plus the open file).
     pub used: Arc<AtomicU64>,
-    /// The last upload failed (see [`crate::writer::Live`]).
+    /// The last upload failed (the writer then uploads new files from the spool, not live).
     pub storage_failing: Arc<AtomicBool>,
 }
 
@@ -293,7 +215,7 @@ pub async fn run_uploader(
                 if let Err(e) = std::fs::remove_file(&file.path) {
                     warn!(file = %file.path.display(), error = %e, "Uploaded but could not delete the local copy.");
                 }
-                let _ = std::fs::remove_file(sidecar_path(&file.path));
+                let _ = std::fs::remove_file(Sidecar::path_of(&file.path));
                 used.fetch_sub(
                     file.bytes.min(used.load(Ordering::SeqCst)),
                     Ordering::SeqCst,
@@ -366,6 +288,9 @@ pub async fn run_uploader(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
+    use chrono::Utc;
     use nightcap_storage::{SumsBuilder, UploadOptions};
     use object_store::local::LocalFileSystem;
 

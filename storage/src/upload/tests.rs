@@ -3,14 +3,17 @@ use std::{
     sync::atomic::{AtomicU32, Ordering as AtOrd},
 };
 
+use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use futures::stream::BoxStream;
+use futures::{StreamExt, stream::BoxStream};
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStoreExt,
-    PutResult, local::LocalFileSystem, memory::InMemory,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, local::LocalFileSystem,
+    memory::InMemory,
 };
+use sha2::{Digest, Sha256};
 
-use super::*;
+use super::{parts::PartBuf, *};
 use crate::meta::FileMeta;
 
 const UID: &str = "0a1b2c3d-0000-4000-8000-00000000abcd";
@@ -178,7 +181,7 @@ async fn direct_reads_leave_uploaded_files_out_of_the_page_cache() {
             let bytes = data(len);
             let local = write_tmp(&dir, &format!("d{seq}"), &bytes);
             nightcap_testsupport::util::drop_from_page_cache(&local).expect("evict");
-            let before = nightcap_testsupport::util::page_cache_resident(&local).expect("mincore");
+            let before = nightcap_sys::page_cache::resident_pages(&local).expect("mincore");
             assert_eq!(before, 0, "the file starts out of the cache");
             let opts = UploadOptions {
                 direct_io: direct,
@@ -194,8 +197,7 @@ async fn direct_reads_leave_uploaded_files_out_of_the_page_cache() {
                 .expect("get");
             assert_eq!(got.bytes().await.expect("bytes").as_ref(), &bytes[..]);
             let pages = len.div_ceil(4096);
-            let resident =
-                nightcap_testsupport::util::page_cache_resident(&local).expect("mincore");
+            let resident = nightcap_sys::page_cache::resident_pages(&local).expect("mincore");
             let what = format!("{len} bytes, direct {direct}, part size {part_size}");
             if cached {
                 assert!(resident > pages / 2, "{what}: {resident} of {pages} cached");

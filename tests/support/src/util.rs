@@ -206,42 +206,6 @@ pub(crate) fn ip(args: &[&str]) -> Result<String> {
     run("ip", args)
 }
 
-/// How many of `path`'s pages are in the page cache (`mincore(2)` on a read-only mapping), to
-/// check that a file was written or read around the cache. An empty file has none.
-pub fn page_cache_resident(path: &Path) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let file = File::open(path)?;
-    let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
-    if len == 0 {
-        return Ok(0);
-    }
-    // SAFETY: a read-only shared mapping of a file we hold open; unmapped below.
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if map == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut pages = vec![0u8; len.div_ceil(4096)];
-    // SAFETY: `pages` has one byte per 4 KiB page of the mapping (the page size on x86-64 and
-    // the smallest elsewhere).
-    let rc = unsafe { libc::mincore(map, len, pages.as_mut_ptr()) };
-    let err = std::io::Error::last_os_error();
-    // SAFETY: unmapping the mapping made above.
-    unsafe { libc::munmap(map, len) };
-    if rc != 0 {
-        return Err(err);
-    }
-    Ok(pages.iter().filter(|b| **b & 1 == 1).count())
-}
-
 /// Writes `path`'s dirty pages to disk and drops its pages from the page cache, so the next read
 /// comes from the disk (as it does for a capture file written with `O_DIRECT`).
 pub fn drop_from_page_cache(path: &Path) -> std::io::Result<()> {
