@@ -165,10 +165,22 @@ impl Facts {
             };
         }
         let ns = capture.namespace().unwrap_or_default();
+        // Only the pods the selector selects become facts: the planner selects with the same
+        // matcher, so the others would be copied only to be skipped.
+        let matcher = capture
+            .spec
+            .selector
+            .as_ref()
+            .map(nightcap_api::selector::LabelMatcher::new);
         let targets: Vec<TargetFact> = pods
             .state()
             .iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
+            .filter(|p| {
+                matcher
+                    .as_ref()
+                    .is_none_or(|m| m.matches(p.metadata.labels.as_ref().unwrap_or(&EMPTY)))
+            })
             .map(|p| target_fact(p))
             .collect();
         let mut names: BTreeSet<&str> = targets.iter().filter_map(|t| t.node.as_deref()).collect();
@@ -188,6 +200,9 @@ impl Facts {
         }
     }
 }
+
+/// The labels of an object without any.
+static EMPTY: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
 
 #[cfg(test)]
 mod tests;
