@@ -350,7 +350,7 @@ async fn an_alert_starts_a_capture_that_the_oncall_token_downloads() {
     // exists or not; no token or a wrong one: 401.
     let base = "/v1/namespaces/storefront/packetcaptures";
     let paths = [
-        format!("{base}"),
+        base.to_string(),
         format!("{base}/{name}"),
         format!("{base}/{name}/events"),
         format!("{base}/{name}/files"),
