@@ -32,6 +32,11 @@ use crate::{
 /// shorten the wait — so a quiet capture only wakes when the kernel hands over a block.
 const POLL_MS: u64 = 10_000;
 
+/// Bytes of a file waiting in a chunk that is not full are written out after this long (where
+/// the writer allows short chunks), so packets of a quiet capture reach the spool file within
+/// it.
+const WRITE_OUT: Duration = Duration::from_millis(100);
+
 /// Who the files belong to: the components of their object keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileIdentity {
@@ -355,6 +360,7 @@ fn run_loop(
     waker: &Waker,
 ) -> Result<EngineStats> {
     let started = Instant::now();
+    let mut written_out = started;
     let retire_after = block_timeout + Duration::from_millis(20);
     let mut rings: Vec<(u64, Box<PacketRing>)> = Vec::new();
     let mut retiring: Vec<Retiring> = Vec::new();
@@ -416,6 +422,13 @@ fn run_loop(
         if let Some(first) = retiring.iter().map(|r| r.at).min() {
             wait = wait.min(first.saturating_duration_since(Instant::now()));
         }
+        if sink
+            .file
+            .as_mut()
+            .is_some_and(|f| f.writer.get_mut().pending())
+        {
+            wait = wait.min(WRITE_OUT.saturating_sub(written_out.elapsed()));
+        }
         polls.clear();
         let woken = polls.push(waker.as_fd());
         for r in rings
@@ -457,6 +470,15 @@ fn run_loop(
             break r;
         }
         let now = Instant::now();
+        if now.duration_since(written_out) >= WRITE_OUT {
+            written_out = now;
+            if let Some(f) = sink.file.as_mut() {
+                f.writer
+                    .get_mut()
+                    .write_out()
+                    .map_err(|e| Error::io(&f.partial, "writing", e))?;
+            }
+        }
         while let Some(pos) = retiring.iter().position(|r| r.at <= now) {
             let r = retiring.swap_remove(pos);
             retire(sink, r, &mut removed);

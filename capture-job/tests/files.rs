@@ -389,3 +389,49 @@ fn max_packets_and_duration_stop_the_capture() {
     let s = rt.block_on(cap.finish()).expect("finish");
     assert_eq!(s.stop, nightcap_capture_job::StopReason::Duration);
 }
+
+#[test]
+fn a_quiet_captures_packets_reach_the_open_spool_file() {
+    require_root();
+    let pod = NetnsPod::new();
+    let rt = runtime();
+    let _g = rt.enter();
+    let dir = tempdir("quiet");
+    let spool = dir.path().join("spool");
+    let mut opts = options(Some("udp dst port 6007"), &spool, "quiet");
+    // Through the page cache, without uploads while writing: short chunks may be written.
+    opts.engine.direct_io = false;
+    opts.upload.live = false;
+    let cap = start(opts, local_store(&dir.path().join("out")));
+    cap.add_target(&pod_target(&pod), &TargetMeta::default())
+        .expect("attach");
+    // Five small packets: far from filling a 512 KiB chunk, far from any rotation.
+    pod.send_udp(to_host(&pod, 6007), 5, 100).expect("send");
+    // The datagrams' payload: bytes 0, 1, 2, … 99.
+    let payload: Vec<u8> = (0..100u8).collect();
+    let in_spool = || {
+        std::fs::read_dir(&spool)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".partial"))
+            .filter_map(|p| std::fs::read(p).ok())
+            .map(|d| {
+                d.windows(payload.len())
+                    .filter(|w| *w == payload.as_slice())
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    // A liveness bound, not a performance one: the packets must not wait for the file's end.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while in_spool() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!cap.is_finished(), "the capture is still running");
+    assert_eq!(in_spool(), 5, "the open file holds the packets");
+    cap.stop();
+    let s = rt.block_on(cap.finish()).expect("finish");
+    assert_eq!(s.packets_written, 5, "{s:?}");
+}

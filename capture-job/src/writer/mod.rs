@@ -61,6 +61,10 @@ pub(crate) struct Writer {
     tx: Option<mpsc::SyncSender<Cmd>>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Short chunks may be written before they are full ([`FileSink::write_out`]): only
+    /// through the page cache (O_DIRECT needs whole blocks) and without uploads while writing
+    /// (their parts are built from whole chunks).
+    partial_ok: bool,
 }
 
 impl Writer {
@@ -70,6 +74,7 @@ impl Writer {
         direct: bool,
         live: Option<Live>,
     ) -> Result<Self> {
+        let partial_ok = !direct && live.is_none();
         let shared = Arc::new(Shared::new());
         // Every chunk plus an open and a close per file fit, so a send blocks only when the
         // thread is far behind (and then the pool has already run dry).
@@ -83,6 +88,7 @@ impl Writer {
             tx: Some(tx),
             shared,
             thread: Some(thread),
+            partial_ok,
         })
     }
 
@@ -110,6 +116,7 @@ impl Writer {
             chunk: Some(chunk),
             tx: self.tx.clone(),
             shared: self.shared.clone(),
+            partial_ok: self.partial_ok,
         })
     }
 
@@ -162,6 +169,7 @@ pub(crate) struct FileSink {
     chunk: Option<Chunk>,
     tx: Option<mpsc::SyncSender<Cmd>>,
     shared: Arc<Shared>,
+    partial_ok: bool,
 }
 
 impl std::fmt::Debug for FileSink {
@@ -171,6 +179,22 @@ impl std::fmt::Debug for FileSink {
 }
 
 impl FileSink {
+    /// Hands the bytes of the chunk being filled to the writer thread now, before it is full,
+    /// so a slow capture's packets reach the file within the caller's interval rather than
+    /// with the 512 KiB chunk or at the rotation. Does nothing without bytes, or where short
+    /// chunks may not be written (O_DIRECT, uploads while writing).
+    pub(crate) fn write_out(&mut self) -> io::Result<()> {
+        if self.partial_ok && self.chunk.as_ref().is_some_and(|c| c.len > 0) {
+            self.rotate_chunk()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the chunk being filled holds bytes not yet handed on.
+    pub(crate) fn pending(&self) -> bool {
+        self.partial_ok && self.chunk.as_ref().is_some_and(|c| c.len > 0)
+    }
+
     #[cold]
     fn rotate_chunk(&mut self) -> io::Result<()> {
         let full = self.chunk.take();

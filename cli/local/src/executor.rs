@@ -29,6 +29,9 @@ use crate::{
 /// How often targets, children and the configuration file are looked at.
 const TICK: Duration = Duration::from_millis(250);
 
+/// After a change of the state, how long to wait for more before planning.
+const WAKE_DEBOUNCE: Duration = Duration::from_millis(2);
+
 /// What the executor needs.
 pub(crate) struct ExecutorOptions {
     pub config_path: PathBuf,
@@ -112,6 +115,9 @@ pub(crate) async fn run(
     tokio::pin!(stop);
     tokio::pin!(kill);
     let mut tick = tokio::time::interval(TICK);
+    // A capture created or changed by another component (an alert, the API) is planned at once,
+    // not at the next tick.
+    let mut changed = ex.captures.subscribe();
     loop {
         tokio::select! {
             () = &mut stop, if !ex.stopping => {
@@ -125,6 +131,11 @@ pub(crate) async fn run(
                 break;
             }
             _ = tick.tick() => {}
+            Ok(()) = changed.changed() => {
+                // Let a burst of writes land before planning.
+                tokio::time::sleep(WAKE_DEBOUNCE).await;
+                changed.mark_unchanged();
+            }
         }
         ex.tick().await;
         if ex.finished() {

@@ -90,6 +90,11 @@ impl Captures {
         }
     }
 
+    /// Ticks after every write of a capture (the executor's own writes too).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.subscribe()
+    }
+
     /// The captures' keys.
     pub fn keys(&self) -> Vec<CaptureKey> {
         self.live.keys().cloned().collect()
