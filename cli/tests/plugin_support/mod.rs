@@ -70,6 +70,12 @@ impl PluginCluster {
             .user(
                 User::new(ALICE)
                     .rule(captures_rule())
+                    // nightcap-capture-viewer bound cluster-wide (for `get -A`).
+                    .rule(Rule::new(
+                        ["get", "list", "watch"],
+                        ["nightcap.dev"],
+                        ["packetcaptures"],
+                    ))
                     .rule(events.clone())
                     .rule(
                         Rule::new(["get"], ["nightcap.dev"], ["packetcaptures/files"])
