@@ -278,11 +278,10 @@ async fn download_resumes_after_a_killed_first_attempt() {
         .spawn()
         .expect("download starts");
     let partial = eventually("a partly downloaded file", || async {
-        let found = walk_files(&dir).into_iter().find(|p| {
+        walk_files(&dir).into_iter().find(|p| {
             p.extension().is_some_and(|e| e == "partial")
                 && std::fs::metadata(p).is_ok_and(|m| m.len() > 0)
-        });
-        found
+        })
     })
     .await;
     first.start_kill().expect("SIGKILL");

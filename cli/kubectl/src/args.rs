@@ -200,7 +200,7 @@ pub struct StopArgs {
 pub struct DeleteArgs {
     /// Name of the capture.
     pub name: String,
-    /// Keep the capture's files in storage (`--server` only; a cluster keeps them until their TTL).
+    /// Keep the files in storage (`--server`; a cluster always keeps them).
     #[arg(long)]
     pub keep_files: bool,
     #[command(flatten)]

@@ -183,14 +183,13 @@ where
     let (mut read, mut write) = tcp.into_split();
     let up = async {
         while let Some(Ok(msg)) = rx.next().await {
-            match msg {
-                Message::Binary(b) if b.first() == Some(&0) => {
-                    if write.write_all(&b[1..]).await.is_err() {
-                        break;
-                    }
-                }
+            let data = match msg {
+                Message::Binary(b) if b.first() == Some(&0) => b,
                 Message::Close(_) => break,
-                _ => {}
+                _ => continue,
+            };
+            if write.write_all(&data[1..]).await.is_err() {
+                break;
             }
         }
         let _ = write.shutdown().await;
