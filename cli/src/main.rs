@@ -25,7 +25,7 @@ enum Command {
     Gateway(nightcap_gateway::GatewayArgs),
     /// Run captures on this machine without Kubernetes: targets (network namespaces,
     /// interfaces) and captures from a file, the scheduler's planner driving capture processes.
-    Local(nightcap_scheduler::local::LocalArgs),
+    Local(nightcap_local::LocalArgs),
     /// Run the scheduler: per-node capture Jobs that follow the selected pods (leader-elected).
     Scheduler(nightcap_scheduler::SchedulerArgs),
     /// Start captures from alerts and schedules: Alertmanager/HTTP webhooks, NATS, cron.
@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crds(args) => crds::run(&args),
         Command::Gateway(args) => Ok(nightcap_gateway::run_blocking(args)?),
         Command::Local(args) => {
-            let code = nightcap_scheduler::local::run_blocking(args)?;
+            let code = nightcap_local::run_blocking(args)?;
             if code != 0 {
                 std::process::exit(code);
             }

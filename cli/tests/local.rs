@@ -52,6 +52,8 @@ impl Local {
         cmd.arg("local")
             .arg("--config")
             .arg(self.config_path())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
             .arg("--work-dir")
             .arg(self.dir.path().join("work"))
             .arg("--status-file")
@@ -234,7 +236,8 @@ async fn follows_targets_across_nodes_and_uploads_on_stop() {
     })
     .await;
 
-    // SIGTERM: every capture is stopped; the processes upload their last files first.
+    // SIGTERM: every capture process stops and uploads its last file first; the capture stays
+    // in the state as it is, to resume at the next start.
     terminate(child.id()).expect("SIGTERM sent");
     let waited = tokio::task::spawn_blocking(move || {
         let status = child.wait().expect("wait");
@@ -247,7 +250,7 @@ async fn follows_targets_across_nodes_and_uploads_on_stop() {
     assert!(status.success(), "exit {status}; log:\n{}", local.log());
     assert_eq!(lines.len(), 1, "{lines:?}");
     let st = &lines[0]["status"];
-    assert_eq!(st["phase"], "Stopped", "{st}");
+    assert_eq!(st["phase"], "Capturing", "{st}");
     for node in ["node-a", "node-b", "node-c"] {
         assert_eq!(st["nodes"][node]["state"], "Finished", "{node}: {st}");
     }
@@ -317,7 +320,7 @@ async fn window_end_completes_the_capture_and_exits() {
 fn bad_specs_and_bad_files_are_refused_with_a_precise_message() {
     // No root needed: nothing is captured.
     let local = Local::new();
-    // A filter that cannot compile: the capture fails before any process starts.
+    // A filter that cannot compile: the file is refused with the field named, nothing starts.
     local.write_config(
         "  - {name: web, namespace: shop, netns: nowhere, labels: {app: web}}\n",
         &capture(
@@ -326,20 +329,14 @@ fn bad_specs_and_bad_files_are_refused_with_a_precise_message() {
         ),
     );
     let out = local.command().output().expect("runs");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let line: Value = serde_json::from_slice(&out.stdout).expect("status line");
-    assert_eq!(line["status"]["phase"], "Failed", "{line}");
-    let message = line["status"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("99999"), "{message}");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "no capture ran: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !local
-            .dir
-            .path()
-            .join("work/jobs")
-            .read_dir()
-            .expect("dir")
-            .any(|_| true)
+        stderr.contains("captures[0].spec.expression") && stderr.contains("99999"),
+        "{stderr}"
     );
+    assert!(!local.dir.path().join("work/jobs").exists());
 
     // A typo in the file: refused before anything runs, with the field named.
     std::fs::write(

@@ -8,8 +8,9 @@
 //!   the planner and applies its actions.
 //! - [`leader`]: leader election on a Lease, so exactly one replica acts.
 //! - [`cli`]: `nightcap scheduler` (flags, `/metrics`, `/healthz`).
-//! - [`local`]: `nightcap local`, the same planner over facts it builds itself, driving capture
-//!   processes without Kubernetes.
+//!
+//! `nightcap local` (crate `nightcap-local`) runs the same planner over facts it builds itself,
+//! driving capture processes without Kubernetes.
 //!
 //! This crate must never decide inside I/O code (every decision is in [`plan`], executors only
 //! apply [`plan::Action`]s), never read the clock inside a decision, never capture packets or
@@ -21,7 +22,6 @@ pub mod error;
 pub mod job;
 pub mod labels;
 pub mod leader;
-pub mod local;
 pub mod metrics;
 pub mod plan;
 

@@ -106,6 +106,9 @@ pub enum Error {
     /// The async runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// The capture store of `nightcap local` (its state database) failed (transient).
+    #[error("capture store: {0}")]
+    Store(String),
 }
 
 impl Error {

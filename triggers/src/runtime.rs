@@ -21,7 +21,7 @@ use crate::{
     rules::TriggerSet,
     sink::KubeSink,
     sources::{
-        cron::CronController,
+        cron::{CronController, KubeScheduleStatus},
         nats::{self, NatsSource},
         webhook::{Auth, Webhook},
     },
@@ -164,7 +164,7 @@ pub async fn start(
     }
     if config.cron.enabled {
         let cron = CronController::new(
-            client,
+            Arc::new(KubeScheduleStatus::new(client.clone())),
             sink,
             ledger.clone(),
             reporter,
@@ -172,7 +172,7 @@ pub async fn start(
             config.cron.clone(),
         );
         spawn(&mut tasks, "cron", async move {
-            cron.run().await;
+            cron.run(client).await;
             Ok(())
         });
     }

@@ -44,6 +44,12 @@ pub trait Access: Send + Sync + fmt::Debug {
 
     /// Whether `caller` may read the files of capture `name` in `namespace`.
     async fn may_read_files(&self, caller: &Caller, namespace: &str, name: &str) -> Result<bool>;
+
+    /// Whether `caller` may create, stop and delete captures in `namespace` through the API of
+    /// `nightcap local` (in a cluster that is the API server's business: never here).
+    async fn may_edit(&self, _caller: &Caller, _namespace: &str) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// TokenReview + SubjectAccessReview against the Kubernetes API.
@@ -147,6 +153,7 @@ impl Access for KubernetesAccess {
 ///   - user: alice
 ///     token: "long-random-string"      # or sha256: <hex of the token>
 ///     namespaces: [team-a, team-b]     # "*" for every namespace
+///     edit: true                       # nightcap local: may also create/stop/delete captures
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +176,9 @@ pub struct TokenEntry {
     pub sha256: Option<String>,
     /// Namespaces whose captures the token may read; `*` for all.
     pub namespaces: Vec<String>,
+    /// Also create, stop and delete captures in those namespaces (`nightcap local`'s API).
+    #[serde(default)]
+    pub edit: bool,
 }
 
 impl fmt::Debug for TokenEntry {
@@ -184,6 +194,7 @@ impl fmt::Debug for TokenEntry {
 #[derive(Debug, Clone)]
 pub struct TokenFileAccess {
     by_hash: HashMap<[u8; 32], (String, Vec<String>)>,
+    editors: std::collections::HashSet<String>,
 }
 
 const MIN_TOKEN_LEN: usize = 16;
@@ -194,7 +205,11 @@ impl TokenFileAccess {
         let bad = |reason: String| Error::Config { reason };
         let mut by_hash = HashMap::new();
         let mut users = std::collections::HashSet::new();
+        let mut editors = std::collections::HashSet::new();
         for e in file.tokens {
+            if e.edit {
+                editors.insert(e.user.clone());
+            }
             if !users.insert(e.user.clone()) {
                 return Err(bad(format!(
                     "user {:?} appears twice; give each user one entry",
@@ -234,7 +249,7 @@ impl TokenFileAccess {
                 return Err(bad(format!("user {:?} repeats a token", e.user)));
             }
         }
-        Ok(Self { by_hash })
+        Ok(Self { by_hash, editors })
     }
 
     /// Reads and parses a token file.
@@ -269,5 +284,10 @@ impl Access for TokenFileAccess {
         Ok(self.by_hash.values().any(|(user, namespaces)| {
             user == &caller.name && namespaces.iter().any(|n| n == "*" || n == namespace)
         }))
+    }
+
+    async fn may_edit(&self, caller: &Caller, namespace: &str) -> Result<bool> {
+        Ok(self.editors.contains(&caller.name)
+            && self.may_read_files(caller, namespace, "").await?)
     }
 }

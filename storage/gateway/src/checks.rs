@@ -22,9 +22,17 @@ use nightcap_storage::{
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::{GatewayState, captures::CaptureRecord, error::Error, sign::LinkError};
+use crate::{
+    GatewayState,
+    auth::{Access, Caller},
+    captures::CaptureRecord,
+    error::Error,
+    sign::LinkError,
+};
 
-/// An error response: status and a JSON `{"error": "…"}` body.
+/// An error response: status and a Kubernetes `Status` JSON body (`kind`, `status`,
+/// `message`, `reason`, `code`), plus `error` with the message, so kubectl-minded clients and
+/// plain scripts read it alike.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
@@ -32,14 +40,21 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
         }
     }
 
-    pub(crate) fn internal(e: impl Into<Error>) -> Self {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// A failure of a dependency (store, API server): logged, 502 or 503.
+    pub fn internal(e: impl Into<Error>) -> Self {
         let e = e.into();
         warn!(error = %e, "Request failed.");
         let status = match e {
@@ -52,11 +67,27 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
+        let reason = match self.status {
+            StatusCode::BAD_REQUEST => "BadRequest",
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::FORBIDDEN => "Forbidden",
+            StatusCode::NOT_FOUND => "NotFound",
+            StatusCode::CONFLICT => "AlreadyExists",
+            StatusCode::UNPROCESSABLE_ENTITY => "Invalid",
+            StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+            _ => "InternalError",
+        };
+        let body = serde_json::json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": self.message,
+            "reason": reason,
+            "code": self.status.as_u16(),
+            "error": self.message,
+        });
+        let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -65,7 +96,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub(crate) type ApiResult<T> = Result<T, ApiError>;
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
 
 /// `?expires=` on files and links: seconds (`900`) or a duration (`15m`, `2h`).
 #[derive(Debug, Default, Deserialize)]
@@ -122,16 +154,10 @@ fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
     Ok(token)
 }
 
-/// Steps 1–4 of the module docs.
-pub(crate) async fn authorize(
-    state: &GatewayState,
-    headers: &HeaderMap,
-    ns: &str,
-    name: &str,
-) -> ApiResult<CaptureRecord> {
+/// Step 1 of the module docs: the caller of a request (401 without a valid bearer token).
+pub async fn caller(access: &dyn Access, headers: &HeaderMap) -> ApiResult<Caller> {
     let token = bearer(headers)?;
-    let caller = state
-        .access
+    access
         .authenticate(token)
         .await
         .map_err(ApiError::internal)?
@@ -140,7 +166,17 @@ pub(crate) async fn authorize(
                 StatusCode::UNAUTHORIZED,
                 "the bearer token is not valid (expired, revoked or unknown)",
             )
-        })?;
+        })
+}
+
+/// Steps 1–4 of the module docs.
+pub(crate) async fn authorize(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    ns: &str,
+    name: &str,
+) -> ApiResult<CaptureRecord> {
+    let caller = caller(state.access.as_ref(), headers).await?;
     for check in [check_namespace(ns), check_capture(name)] {
         check.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     }
@@ -156,7 +192,8 @@ pub(crate) async fn authorize(
     lookup(state, ns, name).await
 }
 
-fn forbidden(ns: &str) -> ApiError {
+/// The 403 of a caller without `get packetcaptures/files` in `ns`.
+pub fn forbidden(ns: &str) -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
         format!(

@@ -22,12 +22,12 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-pub use crate::checks::{ApiError, ExpiresQuery};
+pub use crate::checks::{ApiError, ApiResult, ExpiresQuery, caller, forbidden};
 use crate::{
     GatewayState,
     archive::{ArchiveEntry, zip_stream_with},
     captures::CaptureRecord,
-    checks::{ApiResult, authorize, link_error, list, lookup, parse_expires},
+    checks::{authorize, link_error, list, lookup, parse_expires},
     sign::ShareClaims,
 };
 

@@ -108,6 +108,7 @@ pub fn token_access() -> Arc<TokenFileAccess> {
             token: Some(tok.to_string()),
             sha256: None,
             namespaces: readable(user).iter().map(|s| s.to_string()).collect(),
+            edit: false,
         })
         .collect();
     Arc::new(TokenFileAccess::new(TokenFile { tokens }).expect("valid token file"))

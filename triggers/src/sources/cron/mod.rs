@@ -9,7 +9,7 @@ pub mod plan;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use futures::StreamExt;
+use futures::{StreamExt, future::BoxFuture};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::{
@@ -35,10 +35,81 @@ use crate::{
     sink::{CaptureSink, CreateResult, FIELD_MANAGER},
 };
 
+/// Where a schedule's status goes: the status subresource in a cluster
+/// ([`KubeScheduleStatus`]), the state database of `nightcap local`.
+pub trait ScheduleStatusWriter: Send + Sync + 'static {
+    /// Writes `status` (the whole status the plan wants) for `schedule`; false when it could
+    /// not be written (the run is planned again from the old status).
+    fn write_status<'a>(
+        &'a self,
+        schedule: &'a CaptureSchedule,
+        status: &'a CaptureScheduleStatus,
+    ) -> BoxFuture<'a, bool>;
+}
+
+/// [`ScheduleStatusWriter`] on the Kubernetes API (merge patch of the status subresource).
+#[derive(Clone)]
+pub struct KubeScheduleStatus {
+    client: Client,
+}
+
+impl std::fmt::Debug for KubeScheduleStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeScheduleStatus")
+    }
+}
+
+impl KubeScheduleStatus {
+    /// Writes with `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl ScheduleStatusWriter for KubeScheduleStatus {
+    fn write_status<'a>(
+        &'a self,
+        schedule: &'a CaptureSchedule,
+        s: &'a CaptureScheduleStatus,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let api: Api<CaptureSchedule> = Api::namespaced(
+                self.client.clone(),
+                &schedule.namespace().unwrap_or_default(),
+            );
+            // Arrays are always sent (an empty `active` must clear the list); times only when
+            // set (they only move forward, and a null could wipe a newer value written
+            // meanwhile).
+            let mut status = serde_json::json!({"active": s.active, "conditions": s.conditions});
+            if let Some(t) = &s.last_schedule_time {
+                status["lastScheduleTime"] = serde_json::json!(t);
+            }
+            if let Some(t) = &s.last_successful_time {
+                status["lastSuccessfulTime"] = serde_json::json!(t);
+            }
+            let patch = serde_json::json!({ "status": status });
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
+            match api
+                .patch_status(&schedule.name_any(), &pp, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => true,
+                Err(error) => {
+                    warn!(schedule = %schedule.name_any(), %error, "Could not write the schedule status.");
+                    false
+                }
+            }
+        })
+    }
+}
+
 /// Runs CaptureSchedules.
 #[derive(Clone)]
 pub struct CronController {
-    client: Client,
+    status: Arc<dyn ScheduleStatusWriter>,
     sink: Arc<dyn CaptureSink>,
     ledger: Arc<SharedLedger>,
     reporter: Reporter,
@@ -109,7 +180,7 @@ impl std::fmt::Debug for CronController {
 impl CronController {
     /// A controller.
     pub fn new(
-        client: Client,
+        status: Arc<dyn ScheduleStatusWriter>,
         sink: Arc<dyn CaptureSink>,
         ledger: Arc<SharedLedger>,
         reporter: Reporter,
@@ -117,7 +188,7 @@ impl CronController {
         config: CronConfig,
     ) -> Self {
         Self {
-            client,
+            status,
             sink,
             ledger,
             reporter,
@@ -128,11 +199,12 @@ impl CronController {
         }
     }
 
-    /// Watches CaptureSchedules and runs them until the watch ends (it does not, normally).
-    pub async fn run(self) {
-        let api: Api<CaptureSchedule> = Api::all(self.client.clone());
+    /// Watches CaptureSchedules through `client` and runs them until the watch ends (it does
+    /// not, normally).
+    pub async fn run(self, client: Client) {
+        let api: Api<CaptureSchedule> = Api::all(client);
         let (store, writer) = reflector::store();
-        let (changed_tx, mut changed) = watch::channel(0u64);
+        let (changed_tx, changed) = watch::channel(0u64);
         let stream = reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff()
             .for_each(move |ev| {
@@ -146,11 +218,22 @@ impl CronController {
         if store.wait_until_ready().await.is_err() {
             return;
         }
+        self.run_on(move || store.state(), changed).await;
+        watch_task.abort();
+    }
+
+    /// Runs the schedules `schedules()` returns, looking again when `changed` ticks, a capture
+    /// of a schedule changes or a run is due. Returns when `changed` closes.
+    pub async fn run_on(
+        self,
+        schedules: impl Fn() -> Vec<Arc<CaptureSchedule>> + Send,
+        mut changed: watch::Receiver<u64>,
+    ) {
         self.ledger.wait_ready().await;
         info!("Running CaptureSchedules.");
         let mut captures = self.ledger.schedule_changes();
         loop {
-            let schedules = store.state();
+            let schedules = schedules();
             let mut wake: Option<Timestamp> = None;
             for s in &schedules {
                 if let Some(t) = self.sync(s).await {
@@ -167,7 +250,6 @@ impl CronController {
                 r = captures.changed() => if r.is_err() { break },
             }
         }
-        watch_task.abort();
     }
 
     /// Plans and applies one schedule at the clock's now; returns when to look again.
@@ -379,35 +461,7 @@ impl CronController {
     }
 
     async fn write_status(&self, schedule: &CaptureSchedule, p: &CronPlan) -> bool {
-        let api: Api<CaptureSchedule> = Api::namespaced(
-            self.client.clone(),
-            &schedule.namespace().unwrap_or_default(),
-        );
-        // Arrays are always sent (an empty `active` must clear the list); times only when set
-        // (they only move forward, and a null could wipe a newer value written meanwhile).
-        let s = &p.status;
-        let mut status = serde_json::json!({"active": s.active, "conditions": s.conditions});
-        if let Some(t) = &s.last_schedule_time {
-            status["lastScheduleTime"] = serde_json::json!(t);
-        }
-        if let Some(t) = &s.last_successful_time {
-            status["lastSuccessfulTime"] = serde_json::json!(t);
-        }
-        let patch = serde_json::json!({ "status": status });
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PatchParams::default()
-        };
-        match api
-            .patch_status(&schedule.name_any(), &pp, &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => true,
-            Err(error) => {
-                warn!(schedule = %schedule.name_any(), %error, "Could not write the schedule status.");
-                false
-            }
-        }
+        self.status.write_status(schedule, &p.status).await
     }
 
     fn note(

@@ -11,15 +11,15 @@ use nightcap_api::{
     selector::LabelMatcher,
 };
 
-use super::config::TargetConfig;
-use crate::plan::{NodeFact, Readiness, TargetFact, TargetPhase};
+use crate::config::TargetConfig;
+use nightcap_scheduler::plan::{NodeFact, Readiness, TargetFact, TargetPhase};
 
 /// Where `ip netns` keeps named network namespaces.
 const NETNS_DIR: &str = "/var/run/netns";
 
 /// A target that exists now: what the planner sees and what a capture process attaches.
 #[derive(Debug, Clone)]
-pub(super) struct Observed {
+pub(crate) struct Observed {
     pub fact: TargetFact,
     pub target: LocalTarget,
 }
@@ -32,7 +32,7 @@ impl Observed {
 
 /// The configured targets whose network namespace (or interface) exists, each running on its
 /// node (`default_node` when it names none).
-pub(super) fn observe(targets: &[TargetConfig], default_node: &str) -> Vec<Observed> {
+pub(crate) fn observe(targets: &[TargetConfig], default_node: &str) -> Vec<Observed> {
     let mut out = Vec::new();
     for t in targets {
         // The identity of this incarnation: the namespace file's inode or the interface's
@@ -76,7 +76,7 @@ pub(super) fn observe(targets: &[TargetConfig], default_node: &str) -> Vec<Obser
 }
 
 /// Every node named in the configuration (and the default one), all Ready: this machine.
-pub(super) fn nodes(
+pub(crate) fn nodes(
     targets: &[TargetConfig],
     default_node: &str,
     observed: &[Observed],
@@ -96,7 +96,7 @@ pub(super) fn nodes(
 
 /// The targets `pc` selects on `node`: targets of its namespace matching its selector, or every
 /// target on the node for a node-level capture.
-pub(super) fn selected(pc: &PacketCapture, node: &str, observed: &[Observed]) -> LocalTargets {
+pub(crate) fn selected(pc: &PacketCapture, node: &str, observed: &[Observed]) -> LocalTargets {
     let ns = pc.namespace().unwrap_or_default();
     let spec = pc
         .status

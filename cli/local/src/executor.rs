@@ -1,111 +1,137 @@
 //! The local executor's loop: every tick it re-reads the configuration, observes the targets,
-//! plans every capture with the shared planner over facts, and applies the actions to capture
-//! processes and capture statuses.
+//! plans every capture of the state with the shared planner over facts, and applies the
+//! actions to capture processes and capture statuses.
+//!
+//! The executor stops when told to (SIGINT/SIGTERM or, without anything serving, once every
+//! capture finished): its capture processes upload their last files and exit; the captures stay
+//! in the state as they are, and the next start resumes those whose window is still open.
 
 use std::{
-    path::Path,
-    pin::Pin,
+    path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use jiff::Timestamp;
+use nightcap_scheduler::plan::{Action, PlanConfig, Planner};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{
-    LocalArgs,
-    config::LocalConfig,
-    process::Processes,
-    status::{CaptureKey, Captures, event},
-    targets::{Observed, nodes, observe, selected},
-};
 use crate::{
-    Error, Result,
-    plan::{Action, PlanConfig, Planner},
+    config::LocalConfig,
+    nodes::Incarnations,
+    process::Processes,
+    state::State,
+    status::{CaptureKey, Captures},
+    targets::{Observed, nodes, observe, selected},
 };
 
 /// How often targets, children and the configuration file are looked at.
 const TICK: Duration = Duration::from_millis(250);
 
+/// What the executor needs.
+pub(crate) struct ExecutorOptions {
+    pub config_path: PathBuf,
+    pub program: PathBuf,
+    pub work_dir: PathBuf,
+    pub status_file: Option<PathBuf>,
+    pub pods_gone_grace: Duration,
+    pub kill_after: Duration,
+    /// Keep running after every capture finished.
+    pub keep_running: bool,
+}
+
 struct Executor {
-    args: LocalArgs,
-    config: LocalConfig,
+    opts: ExecutorOptions,
+    config: Arc<LocalConfig>,
+    config_tx: watch::Sender<Arc<LocalConfig>>,
     config_stamp: Option<(SystemTime, u64)>,
     config_error: Option<String>,
     default_node: String,
     planner: Planner,
     captures: Captures,
     processes: Processes,
-    shutting_down: bool,
+    incarnations: Incarnations,
+    stopping: bool,
 }
 
-pub(super) async fn run(args: LocalArgs) -> Result<i32> {
-    let config = LocalConfig::load(&args.config)?;
-    let program = match &args.capture_program {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| Error::Config(format!("cannot find the nightcap binary: {e}")))?,
-    };
-    let work_dir = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("nightcap-local"));
-    std::fs::create_dir_all(work_dir.join("jobs"))
-        .map_err(|e| Error::Config(format!("cannot create {}: {e}", work_dir.display())))?;
+/// Runs until `stop` resolves (a first signal) — then stops the capture processes and returns
+/// once they are gone — or, unless `keep_running`, until every capture finished. A second
+/// signal (`kill`) kills the processes. Returns the exit code: 0, or 1 when a capture failed.
+pub(crate) async fn run(
+    opts: ExecutorOptions,
+    state: Arc<State>,
+    config_tx: watch::Sender<Arc<LocalConfig>>,
+    stop: impl Future<Output = ()>,
+    kill: impl Future<Output = ()>,
+) -> i32 {
+    let config = config_tx.borrow().clone();
     let default_node = config.node.clone().unwrap_or_else(nightcap_sys::host_name);
     let planner = Planner::new(PlanConfig {
-        pods_gone_grace: args.pods_gone_grace,
+        pods_gone_grace: opts.pods_gone_grace,
         // Capture processes cannot watch the capture: stop them as soon as it ends.
         stop_grace: Duration::ZERO,
         ..PlanConfig::default()
     });
-    if config.captures.is_empty() && !args.watch {
-        return Err(Error::Config(format!(
-            "{} has no captures (add some, or pass --watch to wait for them)",
-            args.config.display()
-        )));
+    let mut incarnations = Incarnations::new(state.clone());
+    let mut captures = Captures::new(state, opts.status_file.clone());
+    captures.refresh();
+    let mut processes =
+        Processes::new(opts.program.clone(), opts.work_dir.clone(), opts.kill_after);
+    // The processes of a run that was killed upload their last files and exit by themselves;
+    // wait for them and keep what they reported, so their files stay listed.
+    for report in processes.adopt(opts.kill_after).await {
+        if let Some(pc) = captures.get(&report.capture)
+            && pc.metadata.uid.as_deref() == Some(report.uid.as_str())
+        {
+            let patch = incarnations.merge(pc, &report.node, report.entry, true);
+            captures.merge(&report.capture, &patch);
+        }
     }
     info!(
-        config = %args.config.display(),
-        work_dir = %work_dir.display(),
+        config = %opts.config_path.display(),
+        work_dir = %opts.work_dir.display(),
         node = %default_node,
         "Running captures locally."
     );
     let mut ex = Executor {
-        config_stamp: stamp(&args.config),
+        config_stamp: stamp(&opts.config_path),
         config,
+        config_tx,
         config_error: None,
         default_node,
         planner,
-        captures: Captures::new(args.status_file.clone()),
-        processes: Processes::new(program, work_dir, args.kill_after),
-        shutting_down: false,
-        args,
+        captures,
+        processes,
+        incarnations,
+        stopping: false,
+        opts,
     };
-    let mut shutdown: Pin<Box<dyn Future<Output = ()>>> =
-        Box::pin(nightcap_process::shutdown_signal());
+    tokio::pin!(stop);
+    tokio::pin!(kill);
     let mut tick = tokio::time::interval(TICK);
     loop {
-        let signalled = tokio::select! {
-            () = &mut shutdown => true,
-            _ = tick.tick() => false,
-        };
-        if signalled {
-            if ex.shutting_down {
+        tokio::select! {
+            () = &mut stop, if !ex.stopping => {
+                info!("Stopping: the capture processes upload their last files; captures resume at the next start.");
+                ex.stopping = true;
+                ex.processes.stop_all();
+            }
+            () = &mut kill, if ex.stopping => {
                 warn!("Second signal: killing the capture processes (open files are lost).");
                 ex.processes.kill_all().await;
                 break;
             }
-            info!("Stopping every capture: the capture processes upload their last files.");
-            ex.shutting_down = true;
-            shutdown = Box::pin(nightcap_process::shutdown_signal());
+            _ = tick.tick() => {}
         }
         ex.tick().await;
         if ex.finished() {
             break;
         }
     }
+    ex.captures.refresh();
     ex.captures.write_status();
-    Ok(ex.captures.report())
+    ex.captures.report()
 }
 
 /// Modification time and size of a file, to notice edits.
@@ -117,19 +143,25 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 impl Executor {
     async fn tick(&mut self) {
         self.reload_config();
-        if self.shutting_down {
-            self.captures.delete_all(Timestamp::now());
+        let now = Timestamp::now();
+        if self.stopping {
+            self.captures.refresh();
         } else {
             self.captures
-                .sync(&self.config.captures, self.args.watch, Timestamp::now());
+                .sync(&self.config.captures, self.opts.keep_running, now);
         }
         let observed = observe(&self.config.targets, &self.default_node);
         for report in self.processes.reap() {
-            let (node, entry) = (report.node, report.entry);
-            let patch = serde_json::json!({ "status": { "nodes": { node: entry } } });
-            self.captures.merge(&report.capture, &patch);
+            if let Some(pc) = self.captures.get(&report.capture) {
+                let patch = self
+                    .incarnations
+                    .merge(pc, &report.node, report.entry, false);
+                self.captures.merge(&report.capture, &patch);
+            }
         }
-        let now = Timestamp::now();
+        if self.stopping {
+            return;
+        }
         let targets: Vec<_> = observed.iter().map(|o| o.fact.clone()).collect();
         let nodes = nodes(&self.config.targets, &self.default_node, &observed);
         for key in self.captures.keys() {
@@ -139,7 +171,7 @@ impl Executor {
             let jobs = self.processes.facts(&key);
             let actions = self.planner.plan(pc, &targets, &nodes, &jobs, now);
             for action in actions {
-                self.apply(&key, action, &observed);
+                self.apply(&key, action, &observed, now);
             }
             self.captures.log_phase(&key);
         }
@@ -151,12 +183,12 @@ impl Executor {
 
     /// Re-reads the configuration file when it changed; a broken edit keeps the previous one.
     fn reload_config(&mut self) {
-        let now = stamp(&self.args.config);
+        let now = stamp(&self.opts.config_path);
         if now == self.config_stamp {
             return;
         }
         self.config_stamp = now;
-        match LocalConfig::load(&self.args.config) {
+        match LocalConfig::load(&self.opts.config_path) {
             Ok(cfg) => {
                 if cfg.output != self.config.output {
                     warn!(
@@ -166,7 +198,8 @@ impl Executor {
                 if let Some(node) = &cfg.node {
                     self.default_node = node.clone();
                 }
-                self.config = cfg;
+                self.config = Arc::new(cfg);
+                self.config_tx.send_replace(self.config.clone());
                 self.config_error = None;
                 info!("Configuration reloaded.");
             }
@@ -180,11 +213,12 @@ impl Executor {
         }
     }
 
-    fn apply(&mut self, key: &CaptureKey, action: Action, observed: &[Observed]) {
+    fn apply(&mut self, key: &CaptureKey, action: Action, observed: &[Observed], now: Timestamp) {
         match action {
             Action::UpdateStatus(update) => self.captures.merge(key, &update.to_merge_patch()),
             Action::CreateJob(req) => {
                 if let Some(pc) = self.captures.get(key) {
+                    self.incarnations.starting(pc, &req.node);
                     let targets = selected(pc, &req.node, observed);
                     self.processes
                         .start(key, pc, &req, targets, &self.config.output);
@@ -198,7 +232,7 @@ impl Executor {
             Action::MarkJobEnded { job, .. } => {
                 self.processes.mark(&job, |j| j.end_recorded = true);
             }
-            Action::Event(note) => event(key, &note),
+            Action::Event(note) => self.captures.event(key, &note, now),
             Action::ReleaseFinalizer => {
                 if self.captures.release(key) {
                     self.processes.release(key);
@@ -208,15 +242,15 @@ impl Executor {
         }
     }
 
-    /// Whether `nightcap local` is done: every capture finished (and, when stopping, released)
-    /// and no capture process left.
+    /// Whether the executor is done: stopping and no capture process left, or (unless it keeps
+    /// running) every capture finished.
     fn finished(&self) -> bool {
         if self.processes.any_running() {
             return false;
         }
-        if self.shutting_down {
-            return self.captures.is_empty();
+        if self.stopping {
+            return true;
         }
-        !self.args.watch && self.captures.all_finished()
+        !self.opts.keep_running && self.captures.all_finished()
     }
 }

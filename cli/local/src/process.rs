@@ -14,11 +14,11 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
-use super::{
+use crate::{
     replace_file,
     status::{CaptureKey, show},
 };
-use crate::plan::{JobFact, JobRequest, JobState, StopJob, spec_hash};
+use nightcap_scheduler::plan::{JobFact, JobRequest, JobState, StopJob, spec_hash};
 
 /// A capture process and what the planner knows of it.
 struct LocalJob {
@@ -37,14 +37,16 @@ struct LocalJob {
 }
 
 /// A report file a process wrote since it was last read: its `status.nodes[node]` entry.
-pub(super) struct Report {
+pub(crate) struct Report {
     pub capture: CaptureKey,
+    /// The capture incarnation the process captured for.
+    pub uid: String,
     pub node: String,
     pub entry: Value,
 }
 
 /// Every capture process, by Job name.
-pub(super) struct Processes {
+pub(crate) struct Processes {
     program: PathBuf,
     work_dir: PathBuf,
     kill_after: Duration,
@@ -146,11 +148,12 @@ impl Processes {
         let targets_file = dir.join("targets.json");
         let report_file = dir.join("report.json");
         let _ = std::fs::remove_file(&report_file);
+        replace_file(&dir.join("node"), req.node.as_bytes())?;
         replace_file(&capture_file, &serde_json::to_vec_pretty(pc)?)?;
         replace_file(&targets_file, &serde_json::to_vec(targets)?)?;
         let log = std::fs::File::create(dir.join("capture.log"))?;
         let summary = std::fs::File::create(dir.join("summary.json"))?;
-        Command::new(&self.program)
+        let child = Command::new(&self.program)
             .arg("capture")
             .arg("--capture-file")
             .arg(&capture_file)
@@ -167,7 +170,83 @@ impl Processes {
             .stdin(Stdio::null())
             .stdout(summary)
             .stderr(log)
-            .spawn()
+            .spawn()?;
+        if let Some(pid) = child.id() {
+            replace_file(&dir.join("pid"), pid.to_string().as_bytes())?;
+        }
+        Ok(child)
+    }
+
+    /// Sends SIGTERM to every process (each uploads its last file and exits).
+    pub fn stop_all(&mut self) {
+        for (name, job) in &mut self.jobs {
+            if let Some(child) = &job.child
+                && job.term_sent.is_none()
+            {
+                if let Some(pid) = child.id() {
+                    term(pid);
+                }
+                info!(job = %name, "Stopping the capture process.");
+                job.term_sent = Some(Instant::now());
+            }
+        }
+    }
+
+    /// The job directories of an earlier run: waits (at most `wait`) for processes still
+    /// running there — orphans of a killed `nightcap local` upload their last file and exit by
+    /// themselves — and returns their last reports. The directories are reused by new
+    /// processes of the same Job name.
+    pub async fn adopt(&mut self, wait: Duration) -> Vec<Report> {
+        let jobs = self.work_dir.join("jobs");
+        let Ok(dirs) = std::fs::read_dir(&jobs) else {
+            return Vec::new();
+        };
+        let dirs: Vec<PathBuf> = dirs.flatten().map(|e| e.path()).collect();
+        let deadline = Instant::now() + wait;
+        let mut reports = Vec::new();
+        for dir in dirs {
+            let pid = std::fs::read_to_string(dir.join("pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            if let Some(pid) = pid {
+                let mut told = false;
+                while alive(pid, &dir) && Instant::now() < deadline {
+                    if !told {
+                        info!(dir = %dir.display(), pid, "Waiting for a capture process of the previous run to upload and exit.");
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if alive(pid, &dir) {
+                    warn!(dir = %dir.display(), pid, "A capture process of the previous run is still running; stopping it.");
+                    term(pid);
+                }
+            }
+            let _ = std::fs::remove_file(dir.join("pid"));
+            let capture: Option<PacketCapture> = std::fs::read(dir.join("capture.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let entry: Option<Value> = std::fs::read(dir.join("report.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let node = entry
+                .as_ref()
+                .and_then(|e| e.get("node").and_then(Value::as_str).map(str::to_owned))
+                .or_else(|| std::fs::read_to_string(dir.join("node")).ok());
+            if let (Some(pc), Some(entry), Some(node)) = (capture, entry, node) {
+                reports.push(Report {
+                    capture: (
+                        pc.metadata.namespace.clone().unwrap_or_default(),
+                        pc.metadata.name.clone().unwrap_or_default(),
+                    ),
+                    uid: pc.metadata.uid.clone().unwrap_or_default(),
+                    node,
+                    entry,
+                });
+            }
+            let _ = std::fs::remove_file(dir.join("report.json"));
+        }
+        reports
     }
 
     /// Stops a process (SIGTERM: it uploads its last file and exits); forgotten once gone.
@@ -179,11 +258,8 @@ impl Processes {
         match &job.child {
             Some(child) if job.term_sent.is_none() => {
                 info!(job = %stop.name, node = %stop.node, reason = %stop.reason, "Stopping the capture process.");
-                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
+                if let Some(pid) = child.id() {
+                    term(pid);
                 }
                 job.term_sent = Some(Instant::now());
             }
@@ -307,9 +383,28 @@ fn read_report(job: &mut LocalJob) -> Option<Report> {
     job.report_seen = Some(modified);
     Some(Report {
         capture: job.capture.clone(),
+        uid: job.fact.capture_uid.clone(),
         node: job.fact.node.clone(),
         entry,
     })
+}
+
+fn term(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+/// Whether `pid` is still the capture process of `dir` (its command line names the dir).
+fn alive(pid: u32, dir: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let dir = dir.as_os_str().as_encoded_bytes();
+    cmdline.windows(dir.len()).any(|w| w == dir)
 }
 
 /// The last `n` non-empty lines of a log, joined (for a failure message).
