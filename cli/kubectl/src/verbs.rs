@@ -50,7 +50,10 @@ pub async fn run(verb: Verb) -> Result<i32> {
             let backend = Backend::connect(&a.conn).await?;
             let ns = backend.namespace().to_string();
             let pc = backend.get(&ns, &a.name).await?;
-            let events = backend.events(&ns, &a.name).await.unwrap_or_default();
+            let events = backend.events(&ns, &a.name).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "Cannot read the capture's Events.");
+                Vec::new()
+            });
             print!("{}", describe(&pc, &events, Timestamp::now()));
             Ok(0)
         }

@@ -51,11 +51,12 @@ pub fn capture_line(pc: &PacketCapture) -> String {
     let bytes: u64 = st.nodes.values().map(|n| n.bytes).sum();
     let files: usize = st.nodes.values().map(|n| n.files.len()).sum();
     let mut line = format!(
-        "packetcapture/{} {phase}: {} node{}, {packets} packets, {}, {files} files",
+        "packetcapture/{} {phase}: {} node{}, {packets} packets, {}, {files} file{}",
         pc.metadata.name.as_deref().unwrap_or_default(),
         st.nodes.len(),
         if st.nodes.len() == 1 { "" } else { "s" },
         human_bytes(bytes),
+        if files == 1 { "" } else { "s" },
     );
     if let (Some(p), Some(m)) = (st.phase, &st.message)
         && p.is_finished()
@@ -98,6 +99,8 @@ pub async fn watch(backend: &Backend, ns: &str, name: &str) -> Result<Ending> {
                 bar.set_message(line.clone());
             }
         } else {
+            // Node lines first, so the capture's own line (the summary at the end) comes last.
+            lines.rotate_left(1);
             let mut stdout = std::io::stdout().lock();
             for (key, line) in &lines {
                 if printed.get(key) != Some(line) {
