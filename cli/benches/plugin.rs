@@ -6,7 +6,8 @@
 //! 100) of NIGHTCAP_BENCH_FILE_MIB MiB each (default 10.24: 1 GiB in all), and
 //! NIGHTCAP_BENCH_CAPTURES captures (default 1,000). It reports, for the release `nightcap`
 //! binary's plugin verbs as a user runs them: `download` wall time, rate and peak RSS
-//! (`/usr/bin/time -v`), and `get -A` wall time (median of 5, after one warm-up run).
+//! (`/usr/bin/time -v`), and `get -A` wall time (median of 5, after one warm-up run); anchors
+//! in the same run: `sha256sum` of the downloaded files, `curl` of the same list.
 
 #[path = "../tests/e2e/mod.rs"]
 mod e2e;
@@ -95,6 +96,23 @@ async fn bench() {
         total / wall.as_secs_f64() / 1e6,
         rss_kib / 1024.0
     );
+    // Anchor: hashing the same files alone (what the SHA-256 check costs on this machine).
+    let files_on_disk: Vec<_> = std::fs::read_dir(dir.join("node-a"))
+        .expect("downloaded")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let started = Instant::now();
+    let hashed = std::process::Command::new("sha256sum")
+        .args(&files_on_disk)
+        .output()
+        .expect("sha256sum runs");
+    assert!(hashed.status.success());
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "anchor: sha256sum of the downloaded files {took:.2} s = {:.0} MB/s",
+        total / took / 1e6
+    );
 
     for i in 0..captures {
         let obj: PacketCapture = serde_json::from_value(json!({
@@ -121,6 +139,35 @@ async fn bench() {
         }
     }
     times.sort();
+    // Anchor: the same list as one raw API request (curl), without decoding or a table.
+    let token = pc.c.server.token_for(ALICE).expect("token");
+    let url = format!(
+        "{}/apis/nightcap.dev/v1alpha1/packetcaptures",
+        pc.c.server.url()
+    );
+    let mut raw: Vec<Duration> = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                &url,
+            ])
+            .output()
+            .await
+            .expect("curl runs");
+        assert!(out.status.success(), "curl failed");
+        raw.push(started.elapsed());
+    }
+    raw.sort();
+    println!(
+        "anchor: curl of the same list: median {:.0} ms",
+        raw[raw.len() / 2].as_secs_f64() * 1e3
+    );
     println!(
         "get -A over {} captures: median {:.0} ms (min {:.0}, max {:.0})",
         captures + 1,
