@@ -91,3 +91,29 @@ fn help_is_one_short_line_per_flag() {
         }
     }
 }
+
+#[test]
+fn kubectl_finds_and_runs_the_plugin() {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: kubectl is not on PATH");
+        return;
+    }
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-nightcap"));
+    let dir = exe.parent().expect("binary directory");
+    let path = std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .expect("PATH");
+    let out = Command::new("kubectl")
+        .args(["nightcap", "version"])
+        .env("PATH", path)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("kubectl runs");
+    assert!(text(&out).starts_with("kubectl-nightcap version "));
+}
