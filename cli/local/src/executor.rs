@@ -19,10 +19,10 @@ use tracing::{info, warn};
 
 use crate::{
     config::LocalConfig,
-    nodes::Incarnations,
     process::Processes,
     state::State,
     status::{CaptureKey, Captures},
+    sums::Sums,
     targets::{Observed, nodes, observe, selected},
 };
 
@@ -51,7 +51,7 @@ struct Executor {
     planner: Planner,
     captures: Captures,
     processes: Processes,
-    incarnations: Incarnations,
+    sums: Sums,
     stopping: bool,
 }
 
@@ -61,6 +61,7 @@ struct Executor {
 pub(crate) async fn run(
     opts: ExecutorOptions,
     state: Arc<State>,
+    store: nightcap_storage::Store,
     config_tx: watch::Sender<Arc<LocalConfig>>,
     stop: impl Future<Output = ()>,
     kill: impl Future<Output = ()>,
@@ -73,7 +74,7 @@ pub(crate) async fn run(
         stop_grace: Duration::ZERO,
         ..PlanConfig::default()
     });
-    let mut incarnations = Incarnations::new(state.clone());
+    let mut sums = Sums::new(store);
     let mut captures = Captures::new(state, opts.status_file.clone());
     captures.refresh();
     let mut processes =
@@ -84,7 +85,8 @@ pub(crate) async fn run(
         if let Some(pc) = captures.get(&report.capture)
             && pc.metadata.uid.as_deref() == Some(report.uid.as_str())
         {
-            let patch = incarnations.merge(pc, &report.node, report.entry, true);
+            sums.learn(pc);
+            let patch = sums.patch(&report.node, report.entry).await;
             captures.merge(&report.capture, &patch);
         }
     }
@@ -103,7 +105,7 @@ pub(crate) async fn run(
         planner,
         captures,
         processes,
-        incarnations,
+        sums,
         stopping: false,
         opts,
     };
@@ -153,9 +155,8 @@ impl Executor {
         let observed = observe(&self.config.targets, &self.default_node);
         for report in self.processes.reap() {
             if let Some(pc) = self.captures.get(&report.capture) {
-                let patch = self
-                    .incarnations
-                    .merge(pc, &report.node, report.entry, false);
+                self.sums.learn(pc);
+                let patch = self.sums.patch(&report.node, report.entry).await;
                 self.captures.merge(&report.capture, &patch);
             }
         }
@@ -218,7 +219,6 @@ impl Executor {
             Action::UpdateStatus(update) => self.captures.merge(key, &update.to_merge_patch()),
             Action::CreateJob(req) => {
                 if let Some(pc) = self.captures.get(key) {
-                    self.incarnations.starting(pc, &req.node);
                     let targets = selected(pc, &req.node, observed);
                     self.processes
                         .start(key, pc, &req, targets, &self.config.output);

@@ -24,12 +24,12 @@ pub mod api;
 pub mod config;
 mod error;
 mod executor;
-mod nodes;
 mod process;
 pub mod retention;
 mod run;
 pub mod state;
 mod status;
+mod sums;
 mod targets;
 mod triggers;
 

@@ -98,7 +98,7 @@ pub(crate) async fn run(args: LocalArgs) -> Result<i32> {
     }
     tasks.spawn(retention::retention_loop(
         state.clone(),
-        store,
+        store.clone(),
         args.retention_interval,
     ));
     info!(state = %state.path().display(), "State opened.");
@@ -122,6 +122,7 @@ pub(crate) async fn run(args: LocalArgs) -> Result<i32> {
     let code = executor::run(
         opts,
         state,
+        store,
         config_tx,
         async {
             let _ = stop_rx.await;

@@ -7,7 +7,6 @@
 //! | `schedules` | per CaptureSchedule: its uid, when it was first seen, its status (last run, active runs) |
 //! | `events` | Events about captures, triggers and schedules (coalesced, the newest kept) |
 //! | `file_deletions` | captures deleted without `keepFiles` whose files are still to be deleted |
-//! | `node_bases` | per capture and node, what earlier capture processes of the node reported (added to the current one's report) |
 //!
 //! The trigger ledger is the `captures` table itself, as in a cluster: a capture's name is
 //! derived from its dedup key, so creating it is the dedup, and its labels and creation time
@@ -86,13 +85,6 @@ CREATE TABLE file_deletions (
     name TEXT NOT NULL,
     uid TEXT NOT NULL,
     PRIMARY KEY (namespace, name, uid)
-);
-CREATE TABLE node_bases (
-    namespace TEXT NOT NULL,
-    name TEXT NOT NULL,
-    node TEXT NOT NULL,
-    entry TEXT NOT NULL,
-    PRIMARY KEY (namespace, name, node)
 );
 ";
 
@@ -324,10 +316,6 @@ impl State {
     /// Removes a capture for good (released after deletion, or past its retention).
     pub fn remove_capture(&self, namespace: &str, name: &str) -> Result<bool> {
         let conn = self.conn();
-        conn.execute(
-            "DELETE FROM node_bases WHERE namespace = ?1 AND name = ?2",
-            params![namespace, name],
-        )?;
         let n = conn.execute(
             "DELETE FROM captures WHERE namespace = ?1 AND name = ?2",
             params![namespace, name],
@@ -337,36 +325,6 @@ impl State {
             self.notify();
         }
         Ok(n > 0)
-    }
-}
-
-impl State {
-    /// Records what earlier capture processes of `node` reported for a capture.
-    pub fn set_node_base(
-        &self,
-        namespace: &str,
-        name: &str,
-        node: &str,
-        entry: &str,
-    ) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO node_bases (namespace, name, node, entry) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT DO UPDATE SET entry = excluded.entry",
-            params![namespace, name, node, entry],
-        )?;
-        Ok(())
-    }
-
-    /// What [`State::set_node_base`] recorded for (capture, node).
-    pub fn node_base(&self, namespace: &str, name: &str, node: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT entry FROM node_bases WHERE namespace = ?1 AND name = ?2 AND node = ?3",
-                params![namespace, name, node],
-                |r| r.get(0),
-            )
-            .optional()?)
     }
 }
 
