@@ -69,3 +69,22 @@ fn describe_matches_the_golden_file() {
     ];
     check("describe.txt", &describe(&captures()[0], &events, now()));
 }
+
+#[test]
+fn trigger_and_schedule_tables_match_the_golden_files() {
+    #[derive(serde::Deserialize)]
+    struct Fixture {
+        triggers: Vec<nightcap_api::CaptureTrigger>,
+        schedules: Vec<nightcap_api::CaptureSchedule>,
+    }
+    let text = std::fs::read_to_string(dir().join("triggers.yaml")).expect("fixture");
+    let f: Fixture = serde_yaml::from_str(&text).expect("fixture parses");
+    check(
+        "get-triggers.txt",
+        &table::render(&table::trigger_rows(&f.triggers, false, now())),
+    );
+    check(
+        "get-schedules.txt",
+        &table::render(&table::schedule_rows(&f.schedules, false, now())),
+    );
+}
