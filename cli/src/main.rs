@@ -30,12 +30,22 @@ enum Command {
     Scheduler(nightcap_scheduler::SchedulerArgs),
     /// Start captures from alerts and schedules: Alertmanager/HTTP webhooks, NATS, cron.
     Triggers(nightcap_triggers::TriggersArgs),
+    /// The kubectl plugin's verbs (`kubectl nightcap …`).
+    #[command(flatten)]
+    Plugin(nightcap_kubectl::Verb),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Plugin(verb) => {
+            nightcap_kubectl::init_logging(&cli.log)?;
+            std::process::exit(nightcap_kubectl::run(verb));
+        }
+        other => other,
+    };
     nightcap_process::init_logging(&cli.log)?;
-    match cli.command {
+    match command {
         Command::Capture(args) => Ok(nightcap_capture_job::run(args)?),
         Command::Crds(args) => crds::run(&args),
         Command::Gateway(args) => Ok(nightcap_gateway::run_blocking(args)?),
@@ -48,5 +58,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Scheduler(args) => Ok(nightcap_scheduler::run_blocking(args)?),
         Command::Triggers(args) => Ok(nightcap_triggers::run(args)?),
+        Command::Plugin(_) => unreachable!("dispatched above"),
     }
 }

@@ -63,7 +63,7 @@ fn strings(v: &serde_yaml::Value) -> Vec<String> {
 
 /// The rules of a (Cluster)Role in `file`, as test-server rules; with `namespace`, only there
 /// (what a RoleBinding to a ClusterRole grants).
-fn role_rules(file: &str, kind: &str, name: &str, namespace: Option<&str>) -> Vec<Rule> {
+pub fn role_rules(file: &str, kind: &str, name: &str, namespace: Option<&str>) -> Vec<Rule> {
     let docs = manifest(file);
     let role = docs
         .iter()
@@ -110,7 +110,8 @@ impl Sandbox for HostNetwork {
 
 impl SandboxProvider for Sandboxes {
     fn create(&self, pod: &PodRef) -> nightcap_testcluster::Result<Box<dyn Sandbox>> {
-        if pod.name.starts_with("nc-") {
+        // nightcap-system's pods (the gateway) reach the API server the same way.
+        if pod.name.starts_with("nc-") || pod.namespace == SYSTEM_NS {
             Ok(Box::new(HostNetwork))
         } else {
             self.0.create(pod)

@@ -11,7 +11,7 @@ use axum::{
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::{Shared, discovery, resource, reviews};
+use super::{Shared, discovery, portforward, resource, reviews};
 use crate::{
     policy::{Attributes, Policy, UserInfo},
     resources::ResourceType,
@@ -85,7 +85,23 @@ impl Req {
 }
 
 async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    if let Some((ns, name)) = portforward::matches(parts.uri.path()) {
+        let user = match authenticate(
+            &sh.policy(),
+            &parts.headers,
+            sh.opts.anonymous_user.as_deref(),
+        ) {
+            Ok(u) => u,
+            Err(e) => return e.into_response(),
+        };
+        let query: Query =
+            axum::extract::Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+                .map(|q| q.0)
+                .unwrap_or_default();
+        return portforward::handle(&sh, &user, &mut parts, &ns, &name, &query)
+            .unwrap_or_else(IntoResponse::into_response);
+    }
     let body = match axum::body::to_bytes(body, 32 << 20).await {
         Ok(b) => b,
         Err(e) => {
@@ -229,7 +245,7 @@ fn verb(method: &Method, target: &Target, req: &Req) -> ApiResult<&'static str> 
     })
 }
 
-fn authorize(
+pub(crate) fn authorize(
     policy: &Policy,
     user: &UserInfo,
     a: &Attributes,

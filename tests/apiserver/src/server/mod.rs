@@ -2,6 +2,7 @@
 
 mod discovery;
 mod http;
+mod portforward;
 mod resource;
 mod reviews;
 mod table;
@@ -408,7 +409,9 @@ async fn serve<I>(io: I, svc: TowerToHyperService<axum::Router>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "API connection ended with an error.");
     }
