@@ -23,8 +23,8 @@ enum Command {
     Crds(crds::CrdsArgs),
     /// Serve capture files: listings with pre-signed URLs, files.zip and share links.
     Gateway(nightcap_gateway::GatewayArgs),
-    /// Run captures on this machine without Kubernetes: targets (network namespaces,
-    /// interfaces) and captures from a file, the scheduler's planner driving capture processes.
+    /// Run nightcap on one host without Kubernetes: alerts, schedules, captures and downloads,
+    /// from the same manifests as in a cluster.
     Local(nightcap_local::LocalArgs),
     /// Run the scheduler: per-node capture Jobs that follow the selected pods (leader-elected).
     Scheduler(nightcap_scheduler::SchedulerArgs),
