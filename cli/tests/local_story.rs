@@ -656,3 +656,88 @@ async fn the_example_manifests_pass_the_cluster_schemas() {
         .check_objects(&objects)
         .expect("the example's manifests pass the CRD schemas");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captures_end_with_a_reason_after_downtime_and_expire_with_their_files() {
+    require_root();
+    let host = Host::new(|cfg| {
+        cfg["output"] = "file:///dev/null".into();
+        cfg["captures"] = serde_yaml::from_str(
+            "[{apiVersion: nightcap.dev/v1alpha1, kind: PacketCapture,
+               metadata: {name: short, namespace: storefront},
+               spec: {selector: {matchLabels: {app: logging}}, duration: 4s,
+                      ttlSecondsAfterFinished: 3}}]",
+        )
+        .expect("captures");
+    });
+    // A local folder, so the test can see the files go.
+    let files = host.dir.path().join("files");
+    let path = host.dir.path().join("nightcap.yaml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(
+        &path,
+        text.replace("file:///dev/null", &format!("file://{}", files.display())),
+    )
+    .expect("config");
+    let mut child = host.command();
+    child.args(["--retention-interval", "1s"]);
+    let log = std::fs::File::create(host.dir.path().join("first.log")).expect("log");
+    let mut first = child
+        .stderr(log)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    host.ready().await;
+    host.capturing("short").await;
+    send_to(host.logging.ipv4().into(), 53, "before-the-downtime", 5);
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    // Down past the end of the window: at the next start the capture ends, with a reason.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut cmd = host.command();
+    cmd.args(["--retention-interval", "1s"]);
+    let log = std::fs::File::create(host.dir.path().join("second.log")).expect("log");
+    let mut second = cmd
+        .stderr(log)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    host.ready().await;
+    let pc = eventually("the capture ended", || async {
+        let pc = host.capture("short").await;
+        pc["status"]["completionTime"].is_string().then_some(pc)
+    })
+    .await;
+    assert!(
+        pc["status"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{pc}"
+    );
+    let stored = || {
+        let mut n = 0;
+        let mut stack = vec![files.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else if e.path().extension().is_some_and(|x| x == "pcapng") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    assert!(stored() >= 1, "the killed run's file was uploaded");
+    // ttlSecondsAfterFinished later, the capture and its files are gone.
+    eventually("the capture expired", || async {
+        host.captures().await.is_empty().then_some(())
+    })
+    .await;
+    eventually("its files are deleted", || async {
+        (stored() == 0).then_some(())
+    })
+    .await;
+    terminate(second.id()).expect("SIGTERM");
+    second.wait().expect("exits");
+}

@@ -160,8 +160,7 @@ impl Executor {
         if self.stopping {
             self.captures.refresh();
         } else {
-            self.captures
-                .sync(&self.config.captures, self.opts.keep_running, now);
+            self.captures.sync(&self.config.captures, now);
         }
         let observed = observe(&self.config.targets, &self.default_node);
         for report in self.processes.reap() {

@@ -6,6 +6,7 @@
 //! | `captures` | every PacketCapture (spec, status with the per-node file manifest), its origin and resource version |
 //! | `schedules` | per CaptureSchedule: its uid, when it was first seen, its status (last run, active runs) |
 //! | `events` | Events about captures, triggers and schedules (coalesced, the newest kept) |
+//! | `config_done` | captures of the configuration file that ran and are gone (expired, deleted), with the spec they ran: not created again unless the spec changes or the file drops and re-adds them |
 //! | `file_deletions` | captures deleted without `keepFiles` whose files are still to be deleted |
 //!
 //! The trigger ledger is the `captures` table itself, as in a cluster: a capture's name is
@@ -80,6 +81,12 @@ CREATE TABLE events (
     last TEXT NOT NULL
 );
 CREATE INDEX events_by_object ON events (namespace, kind, name);
+CREATE TABLE config_done (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (namespace, name)
+);
 CREATE TABLE file_deletions (
     namespace TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -325,6 +332,48 @@ impl State {
             self.notify();
         }
         Ok(n > 0)
+    }
+}
+
+impl State {
+    /// Remembers that the configured capture `namespace/name` ran with `spec` and is gone.
+    pub fn config_done(&self, namespace: &str, name: &str, spec: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO config_done VALUES (?1, ?2, ?3)
+             ON CONFLICT DO UPDATE SET spec = excluded.spec",
+            params![namespace, name, spec],
+        )?;
+        Ok(())
+    }
+
+    /// The spec a configured capture that is gone ran with.
+    pub fn config_done_spec(&self, namespace: &str, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT spec FROM config_done WHERE namespace = ?1 AND name = ?2",
+                params![namespace, name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Forgets the configured captures that are gone and no longer in the file.
+    pub fn config_done_retain(&self, keep: &[(String, String)]) -> Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT namespace, name FROM config_done")?;
+        let all: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (ns, name) in all {
+            if !keep.iter().any(|(n, m)| *n == ns && *m == name) {
+                conn.execute(
+                    "DELETE FROM config_done WHERE namespace = ?1 AND name = ?2",
+                    params![ns, name],
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 

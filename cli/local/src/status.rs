@@ -135,9 +135,10 @@ impl Captures {
 
     /// Brings the configured captures in line with `wanted`: new ones are created; captures of
     /// the file no longer listed are deleted; edited specs bump the generation. Captures made
-    /// at run time (alerts, schedules, the API) are left alone. A capture released in this run
-    /// is not created again unless `rerun_finished`.
-    pub fn sync(&mut self, wanted: &[PacketCapture], rerun_finished: bool, now: Timestamp) {
+    /// at run time (alerts, schedules, the API) are left alone. A configured capture that ran
+    /// and is gone (expired, deleted) is not created again while the file lists it with the
+    /// same spec.
+    pub fn sync(&mut self, wanted: &[PacketCapture], now: Timestamp) {
         let wanted: BTreeMap<CaptureKey, &PacketCapture> =
             wanted.iter().map(|pc| (key_of(pc), pc)).collect();
         for key in self.keys() {
@@ -170,9 +171,21 @@ impl Captures {
                 }
             }
         }
+        let keep: Vec<CaptureKey> = wanted.keys().cloned().collect();
+        if let Err(error) = self.state.config_done_retain(&keep) {
+            warn!(%error, "Cannot forget captures removed from the file.");
+        }
         for (key, want) in wanted {
-            if self.live.contains_key(&key)
-                || (!rerun_finished && self.done.iter().any(|d| key_of(d) == key))
+            if self.live.contains_key(&key) {
+                continue;
+            }
+            let spec = serde_json::to_string(&want.spec).unwrap_or_default();
+            if self
+                .state
+                .config_done_spec(&key.0, &key.1)
+                .ok()
+                .flatten()
+                .is_some_and(|ran| ran == spec)
             {
                 continue;
             }
@@ -224,6 +237,15 @@ impl Captures {
             && let Err(error) = self.state.queue_file_deletion(&key.0, &key.1, &uid)
         {
             warn!(capture = %show(key), %error, "Cannot queue the deletion of its files.");
+        }
+        if matches!(
+            self.state.origin(&key.0, &key.1),
+            Ok(Some(CaptureOrigin::Config))
+        ) {
+            let spec = serde_json::to_string(&pc.spec).unwrap_or_default();
+            if let Err(error) = self.state.config_done(&key.0, &key.1, &spec) {
+                warn!(capture = %show(key), %error, "Cannot record a finished configured capture.");
+            }
         }
         if let Err(error) = self.state.remove_capture(&key.0, &key.1) {
             warn!(capture = %show(key), %error, "Cannot remove a capture from the state.");

@@ -29,14 +29,14 @@ fn captures_live_like_api_objects() {
     let now = Timestamp::from_second(1_800_000_000).expect("time");
     let (_dir, state) = state();
     let mut c = Captures::new(state.clone(), None);
-    c.sync(&[capture("a", "1m"), capture("b", "1m")], false, now);
+    c.sync(&[capture("a", "1m"), capture("b", "1m")], now);
     let a = c.get(&key("a")).expect("a is live");
     assert!(a.uid().is_some_and(|u| !u.is_empty()));
     assert_eq!(a.metadata.generation, Some(1));
     assert_eq!(a.finalizers(), [nightcap_scheduler::labels::FINALIZER]);
 
     // An edit bumps the generation; a capture gone from the file is deleted.
-    c.sync(&[capture("a", "2m")], false, now);
+    c.sync(&[capture("a", "2m")], now);
     let a = c.get(&key("a")).expect("a is live");
     assert_eq!(a.metadata.generation, Some(2));
     assert_eq!(a.spec.duration.as_deref(), Some("2m"));
@@ -58,16 +58,23 @@ fn captures_live_like_api_objects() {
     let stored = state.capture("shop", "a").expect("read").expect("stored");
     assert_eq!(stored.status.and_then(|s| s.phase), Some(Phase::Succeeded));
 
-    assert!(c.release(&key("b")));
-    assert!(!c.release(&key("b")));
-    assert!(state.capture("shop", "b").expect("read").is_none());
-    c.sync(&[capture("a", "2m"), capture("b", "1m")], false, now);
+    assert!(c.release(&key("a")));
+    assert!(!c.release(&key("a")));
+    assert!(state.capture("shop", "a").expect("read").is_none());
+    c.sync(&[capture("a", "2m")], now);
     assert!(
-        c.get(&key("b")).is_none(),
-        "a released capture is not run again"
+        c.get(&key("a")).is_none(),
+        "a configured capture that ran and is gone is not run again"
     );
-    c.sync(&[capture("a", "2m"), capture("b", "1m")], true, now);
-    assert!(c.get(&key("b")).is_some(), "unless finished ones run again");
+    c.sync(&[capture("a", "3m")], now);
+    assert!(c.get(&key("a")).is_some(), "unless its spec changes");
+    assert!(c.release(&key("a")));
+    c.sync(&[], now);
+    c.sync(&[capture("a", "3m")], now);
+    assert!(
+        c.get(&key("a")).is_some(),
+        "or the file drops it and lists it again"
+    );
 }
 
 #[test]
@@ -79,7 +86,7 @@ fn captures_made_at_run_time_do_not_follow_the_file() {
         .expect("create");
     assert!(matches!(created, Created::Created(_)));
     let mut c = Captures::new(state.clone(), None);
-    c.sync(&[], false, now);
+    c.sync(&[], now);
     let pc = c.get(&key("from-an-alert")).expect("kept");
     assert!(pc.metadata.deletion_timestamp.is_none());
 }
@@ -89,7 +96,7 @@ fn the_status_file_is_replaced_whole() {
     let (dir, state) = state();
     let path = dir.path().join("status.json");
     let mut c = Captures::new(state, Some(path.clone()));
-    c.sync(&[capture("a", "1m")], false, Timestamp::now());
+    c.sync(&[capture("a", "1m")], Timestamp::now());
     c.write_status();
     let text = std::fs::read_to_string(&path).expect("status file");
     let all: Vec<Value> = serde_json::from_str(&text).expect("JSON");
