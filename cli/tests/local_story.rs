@@ -741,3 +741,71 @@ async fn captures_end_with_a_reason_after_downtime_and_expire_with_their_files()
     terminate(second.id()).expect("SIGTERM");
     second.wait().expect("exits");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_alerts_sent_while_it_is_down_are_not_lost() {
+    require_root();
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let host = Host::new(|cfg| {
+        cfg["nats"] = serde_yaml::from_str(&format!(
+            "{{servers: [\"{url}\"], consumers: [{{stream: ALERTS, durable: nightcap,
+               filterSubjects: [alerts.>], ackWaitSeconds: 2,
+               createStream: {{subjects: [alerts.>]}}}}]}}"
+        ))
+        .expect("nats section");
+    });
+    let mut child = host.spawn("first.log");
+    host.ready().await;
+    let nc = async_nats::connect(nats.url()).await.expect("NATS client");
+    let js = async_nats::jetstream::new(nc);
+    let publish = |body: String| {
+        let js = js.clone();
+        async move {
+            eventually("JetStream takes the alert", || {
+                let (js, body) = (js.clone(), body.clone());
+                async move {
+                    let ack = js.publish("alerts.storefront", body.into()).await.ok()?;
+                    ack.await.ok()
+                }
+            })
+            .await;
+        }
+    };
+    publish(FIRING.to_string()).await;
+    eventually("the first capture", || async {
+        (host.captures().await.len() == 1).then_some(())
+    })
+    .await;
+
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    // While nightcap local is down: the same alert again, and another one.
+    publish(FIRING.to_string()).await;
+    let mut other: Value = serde_json::from_str(FIRING).expect("fixture");
+    other["alerts"][0]["fingerprint"] = "0000000000000002".into();
+    other["alerts"][0]["labels"]["app"] = "web".into();
+    publish(other.to_string()).await;
+
+    // Messages handed to the killed process's pull are delivered again after the ack wait (2 s).
+    let mut child = host.spawn("second.log");
+    host.ready().await;
+    let listed = eventually("the alert sent while down", || async {
+        let l = host.captures().await;
+        (l.len() == 2).then_some(l)
+    })
+    .await;
+    let apps: Vec<&str> = listed
+        .iter()
+        .filter_map(|pc| pc["spec"]["selector"]["matchLabels"]["app"].as_str())
+        .collect();
+    assert!(
+        apps.contains(&"logging") && apps.contains(&"web"),
+        "{apps:?}"
+    );
+    // The repeat was deduplicated: still two after the consumer caught up.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(host.captures().await.len(), 2);
+    terminate(child.id()).expect("SIGTERM");
+    child.wait().expect("exits");
+}
