@@ -16,7 +16,7 @@
 
 use std::{
     collections::HashSet,
-    net::{TcpListener, UdpSocket},
+    net::UdpSocket,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -26,17 +26,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use nightcap_testsupport::{NetnsPod, require_root};
+use nightcap_testsupport::{NetnsPod, require_root, util::free_tcp_port};
 use serde_json::Value;
 
 const PODS: usize = 50;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
 
 fn config(dir: &Path, pods: &[NetnsPod], hook: u16, gateway: u16, triggers: usize) -> String {
     let mut t = String::new();
@@ -204,7 +197,7 @@ fn alert_to_packet() {
     let token = "bench-webhook-token";
     std::fs::write(dir.path().join("token"), token).expect("token");
     let pods: Vec<NetnsPod> = (0..PODS).map(|_| NetnsPod::new()).collect();
-    let (hook, gw) = (free_port(), free_port());
+    let (hook, gw) = (free_tcp_port(), free_tcp_port());
     std::fs::write(
         dir.path().join("local.yaml"),
         config(dir.path(), &pods, hook, gw, 1),
@@ -364,7 +357,7 @@ fn idle_memory() {
                 .expect("create");
         }
     }
-    let (hook, gw) = (free_port(), free_port());
+    let (hook, gw) = (free_tcp_port(), free_tcp_port());
     std::fs::write(
         dir.path().join("local.yaml"),
         config(dir.path(), &[], hook, gw, 10),

@@ -9,27 +9,23 @@ mod e2e;
 
 use std::{
     io::Read,
-    net::{IpAddr, TcpListener, UdpSocket},
+    net::{IpAddr, UdpSocket},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use e2e::{contains, eventually};
-use nightcap_testsupport::{NatsServer, NetnsPod, S3Server, require_root, terminate};
+use nightcap_testsupport::{
+    NatsServer, NetnsPod, S3Server, require_root, terminate,
+    util::{ReservedPort, reserve_tcp_port},
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const ONCALL: &str = "storefront-oncall-token-0123";
 const PAYMENTS: &str = "payments-oncall-token-45678";
 const FIRING: &str = include_str!("../../examples/alertmanager/dns-latency-firing.json");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// Sends `count` UDP datagrams with `marker` from the host to `ip:port`.
 fn send_to(ip: IpAddr, port: u16, marker: &str, count: usize) {
@@ -51,6 +47,8 @@ struct Host {
     gateway: String,
     token: String,
     http: reqwest::Client,
+    /// The webhook's and the gateway's ports, kept across restarts of `nightcap local`.
+    _ports: [ReservedPort; 2],
 }
 
 impl Host {
@@ -59,7 +57,11 @@ impl Host {
         let dir = tempfile::tempdir().expect("temp dir");
         let s3 = S3Server::start();
         let (logging, web) = (NetnsPod::new(), NetnsPod::new());
-        let (hook_port, gw_port) = (free_port(), free_port());
+        let ports = [
+            reserve_tcp_port().expect("a port"),
+            reserve_tcp_port().expect("a port"),
+        ];
+        let (hook_port, gw_port) = (ports[0].port(), ports[1].port());
         let token = "webhook-token-for-the-story-test".to_string();
         std::fs::write(dir.path().join("webhook-token"), &token).expect("token file");
         let text = std::fs::read_to_string(
@@ -93,6 +95,7 @@ impl Host {
             gateway: format!("http://127.0.0.1:{gw_port}"),
             token,
             http: reqwest::Client::new(),
+            _ports: ports,
         }
     }
 

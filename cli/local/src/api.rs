@@ -29,11 +29,9 @@ use axum::{
     routing::{get, post},
 };
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use nightcap_api::{
     PacketCapture,
-    capture::STOP_ANNOTATION,
     validation::{ValidationOptions, validate_packet_capture},
 };
 use nightcap_gateway::{
@@ -126,11 +124,16 @@ fn list_of(kind: &str, items: Vec<Value>) -> Json<Value> {
     }))
 }
 
-fn object(pc: &PacketCapture) -> Value {
-    let mut v = serde_json::to_value(pc).unwrap_or(Value::Null);
+/// An object as the Kubernetes API shows it: with its `apiVersion` and `kind`.
+fn typed(kind: &str, object: &impl serde::Serialize) -> Value {
+    let mut v = serde_json::to_value(object).unwrap_or(Value::Null);
     v["apiVersion"] = json!(format!("{}/{}", nightcap_api::GROUP, nightcap_api::VERSION));
-    v["kind"] = json!("PacketCapture");
+    v["kind"] = json!(kind);
     v
+}
+
+fn object(pc: &PacketCapture) -> Value {
+    typed("PacketCapture", pc)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,14 +270,7 @@ async fn stop(
         .unwrap_or_else(|| format!("stopped by {}", who.name));
     let pc = s
         .state
-        .update_capture(&ns, &name, |pc| {
-            let a = pc.metadata.annotations.get_or_insert_with(Default::default);
-            if a.contains_key(STOP_ANNOTATION) {
-                return false;
-            }
-            a.insert(STOP_ANNOTATION.into(), reason);
-            true
-        })
+        .request_stop(&ns, &name, &reason)
         .map_err(internal)?
         .ok_or_else(|| not_found("packetcapture", &ns, &name))?;
     info!(user = %who.name, capture = %format!("{ns}/{name}"), "Asked a capture to stop.");
@@ -297,20 +293,7 @@ async fn delete(
     let who = allowed(&s, &headers, &ns, true).await?;
     check_capture(&name).map_err(bad)?;
     s.state
-        .update_capture(&ns, &name, |pc| {
-            let mut changed = false;
-            if pc.metadata.deletion_timestamp.is_none() {
-                pc.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
-                changed = true;
-            }
-            if !q.keep_files {
-                let a = pc.metadata.annotations.get_or_insert_with(Default::default);
-                changed |= a
-                    .insert(crate::retention::DELETE_FILES.into(), "true".into())
-                    .is_none();
-            }
-            changed
-        })
+        .request_delete(&ns, &name, !q.keep_files, Timestamp::now())
         .map_err(internal)?
         .ok_or_else(|| not_found("packetcapture", &ns, &name))?;
     info!(user = %who.name, capture = %format!("{ns}/{name}"), keep_files = q.keep_files, "Deleting a capture.");
@@ -367,12 +350,7 @@ async fn triggers(
         .triggers
         .iter()
         .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
-        .map(|t| {
-            let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
-            v["apiVersion"] = json!(format!("{}/{}", nightcap_api::GROUP, nightcap_api::VERSION));
-            v["kind"] = json!("CaptureTrigger");
-            v
-        })
+        .map(|t| typed("CaptureTrigger", t))
         .collect();
     Ok(list_of("CaptureTrigger", items))
 }
@@ -387,12 +365,7 @@ async fn schedules(
     let items = crate::triggers::schedules(&s.state, &config)
         .iter()
         .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
-        .map(|t| {
-            let mut v = serde_json::to_value(t.as_ref()).unwrap_or(Value::Null);
-            v["apiVersion"] = json!(format!("{}/{}", nightcap_api::GROUP, nightcap_api::VERSION));
-            v["kind"] = json!("CaptureSchedule");
-            v
-        })
+        .map(|t| typed("CaptureSchedule", t.as_ref()))
         .collect();
     Ok(list_of("CaptureSchedule", items))
 }

@@ -6,7 +6,6 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use nightcap_storage::{RetentionItem, Store, sweep};
 use tracing::{info, warn};
@@ -45,14 +44,7 @@ fn expire(state: &State) {
         }
         let ns = pc.namespace().unwrap_or_default();
         info!(capture = %format!("{ns}/{}", pc.name_any()), "Retention: the capture expired; deleting it with its files.");
-        let res = state.update_capture(&ns, &pc.name_any(), |pc| {
-            pc.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
-            pc.metadata
-                .annotations
-                .get_or_insert_with(Default::default)
-                .insert(DELETE_FILES.into(), "true".into());
-            true
-        });
+        let res = state.request_delete(&ns, &pc.name_any(), true, Timestamp::now());
         if let Err(error) = res {
             warn!(%error, "Retention: cannot delete an expired capture.");
         }

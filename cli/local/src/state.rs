@@ -336,6 +336,88 @@ impl State {
     }
 }
 
+impl State {
+    /// Deletes the rows of `table` (keyed by namespace and name) whose key is not in `keep`.
+    fn retain_keys(&self, table: Keyed, keep: &[(String, String)]) -> Result<()> {
+        let table = table.name();
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT namespace, name FROM {table}"))?;
+        let all: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (ns, name) in all {
+            if !keep.iter().any(|(n, m)| *n == ns && *m == name) {
+                conn.execute(
+                    &format!("DELETE FROM {table} WHERE namespace = ?1 AND name = ?2"),
+                    params![ns, name],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks a capture to stop (the stop annotation with `reason`, kept when set already).
+    /// Returns the capture, `None` when it does not exist.
+    pub fn request_stop(
+        &self,
+        namespace: &str,
+        name: &str,
+        reason: &str,
+    ) -> Result<Option<PacketCapture>> {
+        self.update_capture(namespace, name, |pc| {
+            let a = pc.metadata.annotations.get_or_insert_with(Default::default);
+            if a.contains_key(nightcap_api::capture::STOP_ANNOTATION) {
+                return false;
+            }
+            a.insert(nightcap_api::capture::STOP_ANNOTATION.into(), reason.into());
+            true
+        })
+    }
+
+    /// Deletes a capture as the API server does with a finalizer: marks it, and the executor
+    /// releases it once its processes are gone. `with_files`: its files go too
+    /// ([`crate::retention::DELETE_FILES`]). Returns the capture, `None` when it does not
+    /// exist.
+    pub fn request_delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        with_files: bool,
+        now: Timestamp,
+    ) -> Result<Option<PacketCapture>> {
+        self.update_capture(namespace, name, |pc| {
+            let mut changed = false;
+            if pc.metadata.deletion_timestamp.is_none() {
+                pc.metadata.deletion_timestamp = Some(Time(now));
+                changed = true;
+            }
+            if with_files {
+                let a = pc.metadata.annotations.get_or_insert_with(Default::default);
+                changed |= a
+                    .insert(crate::retention::DELETE_FILES.into(), "true".into())
+                    .is_none();
+            }
+            changed
+        })
+    }
+}
+
+/// Tables keyed by (namespace, name) that [`State::retain_keys`] prunes.
+#[derive(Debug, Clone, Copy)]
+enum Keyed {
+    Schedules,
+    ConfigDone,
+}
+
+impl Keyed {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Schedules => "schedules",
+            Self::ConfigDone => "config_done",
+        }
+    }
+}
+
 fn parse(object: &str) -> Result<PacketCapture> {
     serde_json::from_str(object).map_err(|e| Error::State(format!("a stored capture: {e}")))
 }

@@ -15,7 +15,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use nightcap_api::{
     CaptureSchedule, CaptureScheduleStatus, PacketCapture, PacketCaptureStatus, TriggerRef,
-    capture::STOP_ANNOTATION,
 };
 use nightcap_triggers::{
     CaptureSink, CreateResult, Error as TriggersError,
@@ -86,14 +85,7 @@ impl CaptureSink for StateSink {
         Box::pin(async move {
             let found = self
                 .state
-                .update_capture(namespace, name, |pc| {
-                    let a = pc.metadata.annotations.get_or_insert_with(Default::default);
-                    if a.contains_key(STOP_ANNOTATION) {
-                        return false;
-                    }
-                    a.insert(STOP_ANNOTATION.into(), reason.into());
-                    true
-                })
+                .request_stop(namespace, name, reason)
                 .map_err(store_error)?;
             Ok(found.is_some())
         })
@@ -107,13 +99,7 @@ impl CaptureSink for StateSink {
         Box::pin(async move {
             let found = self
                 .state
-                .update_capture(namespace, name, |pc| {
-                    if pc.metadata.deletion_timestamp.is_some() {
-                        return false;
-                    }
-                    pc.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
-                    true
-                })
+                .request_delete(namespace, name, false, Timestamp::now())
                 .map_err(store_error)?;
             Ok(found.is_some())
         })

@@ -31,20 +31,7 @@ impl State {
 
     /// Forgets the configured captures that are gone and no longer in the file.
     pub fn config_done_retain(&self, keep: &[(String, String)]) -> Result<()> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT namespace, name FROM config_done")?;
-        let all: Vec<(String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (ns, name) in all {
-            if !keep.iter().any(|(n, m)| *n == ns && *m == name) {
-                conn.execute(
-                    "DELETE FROM config_done WHERE namespace = ?1 AND name = ?2",
-                    params![ns, name],
-                )?;
-            }
-        }
-        Ok(())
+        self.retain_keys(super::Keyed::ConfigDone, keep)
     }
 }
 

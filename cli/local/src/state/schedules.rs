@@ -64,20 +64,7 @@ impl State {
 
     /// Forgets schedules no longer configured (their captures stay).
     pub fn retain_schedules(&self, keep: &[(String, String)]) -> Result<()> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT namespace, name FROM schedules")?;
-        let all: Vec<(String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (ns, name) in all {
-            if !keep.iter().any(|(n, m)| *n == ns && *m == name) {
-                conn.execute(
-                    "DELETE FROM schedules WHERE namespace = ?1 AND name = ?2",
-                    params![ns, name],
-                )?;
-            }
-        }
-        Ok(())
+        self.retain_keys(super::Keyed::Schedules, keep)
     }
 
     /// Whether a record exists (tests and diagnostics).
