@@ -390,3 +390,34 @@ fn services_and_network_policies_match_the_ports_served() {
         serde_json::json!(["Ingress", "Egress"])
     );
 }
+
+/// `nats stream add --config examples/cluster/nats-stream.json` as the nats CLI sends it (the
+/// JetStream API request `$JS.API.STREAM.CREATE.<name>` with the file as its body), against a
+/// real nats-server: the server accepts the configuration and the stream stores an alert
+/// published on a storefront subject.
+#[tokio::test]
+async fn the_example_stream_is_accepted_by_nats_server_and_stores_alerts() {
+    let server = nightcap_testsupport::NatsServer::start();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let body = std::fs::read(repo().join("examples/cluster/nats-stream.json")).expect("stream");
+    let reply = client
+        .request("$JS.API.STREAM.CREATE.ALERTS", body.into())
+        .await
+        .expect("JetStream API answers");
+    let created: Value = serde_json::from_slice(&reply.payload).expect("JSON reply");
+    assert!(created.get("error").is_none(), "stream refused: {created}");
+    let alert = std::fs::read(repo().join("examples/alertmanager/dns-latency-firing.json"))
+        .expect("example alert");
+    let ack = client
+        .request("alerts.storefront.dns", alert.into())
+        .await
+        .expect("publish acknowledged by the stream");
+    let ack: Value = serde_json::from_slice(&ack.payload).expect("JSON ack");
+    assert_eq!(ack["stream"], "ALERTS", "{ack}");
+    let info = client
+        .request("$JS.API.STREAM.INFO.ALERTS", "".into())
+        .await
+        .expect("stream info");
+    let info: Value = serde_json::from_slice(&info.payload).expect("JSON info");
+    assert_eq!(info["state"]["messages"], 1, "{info}");
+}
