@@ -317,7 +317,7 @@ fn grants(p: &Policy, user: &str) -> BTreeSet<String> {
     out
 }
 
-fn expect(spec: &[(&str, &str, &str)]) -> BTreeSet<String> {
+fn expect(spec: &[Grant]) -> BTreeSet<String> {
     spec.iter()
         .flat_map(|(g, res, verbs)| {
             verbs
@@ -330,10 +330,13 @@ fn expect(spec: &[(&str, &str, &str)]) -> BTreeSet<String> {
         .collect()
 }
 
+/// (API group, resource with optional resource names, space-separated verbs).
+type Grant<'a> = (&'a str, &'a str, &'a str);
+
 #[test]
 fn nobody_holds_more_than_the_manifests_list() {
     let p = policy();
-    let table: &[(&str, &[(&str, &str, &str)])] = &[
+    let table: &[(&str, &[Grant])] = &[
         (
             SCHEDULER,
             &[
