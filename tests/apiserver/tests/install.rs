@@ -36,10 +36,30 @@ fn example(name: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The install plus the storefront RoleBindings of examples/cluster/storefront-access.yaml.
+/// Users bound directly (not through groups) in storefront.
+const USER_BINDINGS: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: erin-edit, namespace: storefront}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: erin}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: fred-files, namespace: storefront}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: nightcap-files-reader}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: fred}]
+"#;
+
+/// The install plus the storefront RoleBindings of examples/cluster/storefront-access.yaml and
+/// [`USER_BINDINGS`] (a policy sees only the roles of the documents it is given at once).
 fn policy() -> Policy {
     let mut docs = install();
     docs.extend(example("storefront-access.yaml"));
+    docs.extend(
+        serde_yaml::Deserializer::from_str(USER_BINDINGS)
+            .map(|d| Value::deserialize(d).expect("YAML")),
+    );
     Policy::new()
         .with_rbac_documents(&docs)
         .expect("every binding's role is defined")
@@ -261,7 +281,13 @@ fn edit_grants_captures_but_reading_files_is_its_own_binding() {
     let dev = ("dana", &["storefront-developers"][..]);
     let oncall = ("oscar", &["storefront-oncall"][..]);
     let nobody = ("nina", &[][..]);
+    let erin = ("erin", &[][..]);
+    let fred = ("fred", &[][..]);
     let cases = [
+        (erin, "create", "packetcaptures", "storefront", true),
+        (erin, "get", "packetcaptures/files", "storefront", false),
+        (fred, "get", "packetcaptures/files", "storefront", true),
+        (fred, "create", "packetcaptures", "storefront", false),
         (dev, "create", "packetcaptures", "storefront", true),
         (dev, "delete", "capturetriggers", "storefront", true),
         (dev, "create", "captureschedules", "storefront", true),
@@ -335,7 +361,9 @@ type Grant<'a> = (&'a str, &'a str, &'a str);
 
 #[test]
 fn nobody_holds_more_than_the_manifests_list() {
-    let p = policy();
+    let p = Policy::new()
+        .with_rbac_documents(&install())
+        .expect("every binding's role is defined");
     let table: &[(&str, &[Grant])] = &[
         (
             SCHEDULER,
