@@ -1,7 +1,10 @@
 //! RBAC manifests as test-policy rules: Roles and ClusterRoles (with ClusterRole aggregation)
 //! bound by RoleBindings and ClusterRoleBindings.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Value, json};
@@ -75,23 +78,23 @@ fn labels(role: &Value) -> BTreeMap<String, String> {
 
 /// The ClusterRoles and Roles of `docs`, plus the built-ins the documents do not define.
 struct Roles<'a> {
-    cluster: Vec<std::borrow::Cow<'a, Value>>,
+    cluster: Vec<Cow<'a, Value>>,
     namespaced: Vec<&'a Value>,
 }
 
 impl<'a> Roles<'a> {
     fn new(docs: &'a [Value]) -> Self {
-        let mut cluster: Vec<std::borrow::Cow<'a, Value>> = docs
+        let mut cluster: Vec<Cow<'a, Value>> = docs
             .iter()
             .filter(|d| d["kind"] == "ClusterRole")
-            .map(std::borrow::Cow::Borrowed)
+            .map(Cow::Borrowed)
             .collect();
         for builtin in builtin_cluster_roles() {
             if !cluster
                 .iter()
                 .any(|c| c["metadata"]["name"] == builtin["metadata"]["name"])
             {
-                cluster.push(std::borrow::Cow::Owned(builtin));
+                cluster.push(Cow::Owned(builtin));
             }
         }
         let namespaced = docs.iter().filter(|d| d["kind"] == "Role").collect();
@@ -103,7 +106,8 @@ impl<'a> Roles<'a> {
 
     /// The rules of ClusterRole `name`: its `rules`, or, with an `aggregationRule`, the rules of
     /// every other ClusterRole one of its `clusterRoleSelectors` selects (recursively, as the
-    /// aggregation controller's result feeds further aggregation). `None` when undefined.
+    /// aggregation controller's result feeds further aggregation; a selector that does not parse
+    /// selects nothing). `None` when undefined.
     fn cluster_rules(&self, name: &str, visiting: &mut BTreeSet<String>) -> Option<Vec<Value>> {
         let role = self
             .cluster
