@@ -1,7 +1,9 @@
 //! The install's Deployments run `nightcap` as it really is: every argument parses with the
 //! subcommand's own flags, every environment variable is one it reads, listen addresses, ports,
-//! probes, Services, NetworkPolicies and mounted files agree, and the triggers configuration
-//! (base and `components/nats`) loads with the real configuration type.
+//! probes, Services, NetworkPolicies and mounted files agree, the triggers configuration (base
+//! and `components/nats`) loads with the real configuration type, the example JetStream stream
+//! is accepted by nats-server, and `nightcap triggers` with the install's configuration and
+//! exactly its RBAC turns the example alert into the example trigger's capture.
 
 use std::{
     collections::BTreeSet,
@@ -420,4 +422,158 @@ async fn the_example_stream_is_accepted_by_nats_server_and_stores_alerts() {
         .expect("stream info");
     let info: Value = serde_json::from_slice(&info.payload).expect("JSON info");
     assert_eq!(info["state"]["messages"], 1, "{info}");
+}
+
+/// Kills the process when the test ends, passed or not.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `nightcap triggers` with the install's configuration (paths and addresses moved to the test's
+/// directory) and exactly the rights the install gives its ServiceAccount: it becomes ready, and
+/// the storefront example alert, posted as Alertmanager posts it with the bearer token, creates
+/// the example trigger's capture.
+#[tokio::test]
+async fn triggers_runs_with_the_install_rights_and_starts_the_example_capture() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, DynamicObject, PostParams};
+    use nightcap_testcluster::{ApiServer, Policy};
+    use nightcap_testsupport::util::reserve_tcp_port;
+
+    let d = docs();
+    let policy = Policy::new()
+        .with_rbac_documents(&d)
+        .expect("the install's RBAC loads");
+    let server = ApiServer::start(policy).await.expect("API test server");
+    for crd in nightcap_api::crds() {
+        server.register_crd(&crd).expect("CRD registers");
+    }
+    let admin = server.admin_client().expect("admin client");
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "storefront"}}))
+            .expect("ns");
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace storefront");
+    let trigger = example_object("CaptureTrigger");
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "nightcap.dev",
+        "v1alpha1",
+        "CaptureTrigger",
+    ));
+    Api::<DynamicObject>::namespaced_with(admin.clone(), "storefront", &ar)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(trigger).expect("trigger object"),
+        )
+        .await
+        .expect("CaptureTrigger dns-latency");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let webhook = reserve_tcp_port().expect("port");
+    let admin_port = reserve_tcp_port().expect("port");
+    let token = "test-webhook-token-0123456789";
+    std::fs::write(dir.path().join("token"), format!("{token}\n")).expect("token file");
+    let base = find(&d, "ConfigMap", "nightcap-triggers")["data"]["triggers.yaml"]
+        .as_str()
+        .expect("triggers.yaml")
+        .to_string();
+    let mut cfg: serde_yaml::Value = serde_yaml::from_str(&base).expect("config YAML");
+    cfg["webhook"]["listen"] = format!("127.0.0.1:{}", webhook.port()).into();
+    cfg["webhook"]["bearerTokenFile"] = dir.path().join("token").to_string_lossy().as_ref().into();
+    let config = dir.path().join("triggers.yaml");
+    std::fs::write(&config, serde_yaml::to_string(&cfg).expect("YAML")).expect("config file");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        server
+            .kubeconfig_yaml("system:serviceaccount:nightcap-system:nightcap-triggers")
+            .expect("kubeconfig"),
+    )
+    .expect("kubeconfig written");
+    let log = dir.path().join("triggers.log");
+    let log_file = std::fs::File::create(&log).expect("log");
+    let _triggers = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_nightcap"))
+            .arg("triggers")
+            .arg("--config")
+            .arg(&config)
+            .arg(format!("--metrics-addr=127.0.0.1:{}", admin_port.port()))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &kubeconfig)
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("nightcap triggers starts"),
+    );
+    let http = reqwest::Client::new();
+    let ready = format!("http://127.0.0.1:{}/readyz", admin_port.port());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(&ready).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "triggers never became ready; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let alert = std::fs::read(repo().join("examples/alertmanager/dns-latency-firing.json"))
+        .expect("example alert");
+    let url = format!("http://127.0.0.1:{}/hooks/alertmanager", webhook.port());
+    let unauthenticated = http
+        .post(&url)
+        .body(alert.clone())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(unauthenticated.status(), 401);
+    let resp = http
+        .post(&url)
+        .bearer_auth(token)
+        .body(alert)
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status();
+    let body: Value = resp.json().await.expect("JSON answer");
+    assert_eq!(
+        status,
+        202,
+        "{body}\nlog:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let name = body["captures"][0]
+        .as_str()
+        .and_then(|c| c.strip_prefix("storefront/"))
+        .unwrap_or_else(|| panic!("a storefront capture: {body}"))
+        .to_string();
+    let pc: nightcap_api::PacketCapture = Api::namespaced(admin, "storefront")
+        .get(&name)
+        .await
+        .expect("the capture exists");
+    assert_eq!(
+        pc.spec.selector.and_then(|s| s.match_labels),
+        Some([("app".to_string(), "logging".to_string())].into()),
+        "the template selected the alert's app"
+    );
+}
+
+fn example_object(kind: &str) -> Value {
+    yaml_file(&repo().join("examples/cluster/storefront.yaml"))
+        .into_iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("a {kind} in storefront.yaml"))
 }
