@@ -440,27 +440,11 @@ impl Drop for Running {
 /// the example trigger's capture.
 #[tokio::test]
 async fn triggers_runs_with_the_install_rights_and_starts_the_example_capture() {
-    use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{Api, DynamicObject, PostParams};
-    use nightcap_testcluster::{ApiServer, Policy};
     use nightcap_testsupport::util::reserve_tcp_port;
 
     let d = docs();
-    let policy = Policy::new()
-        .with_rbac_documents(&d)
-        .expect("the install's RBAC loads");
-    let server = ApiServer::start(policy).await.expect("API test server");
-    for crd in nightcap_api::crds() {
-        server.register_crd(&crd).expect("CRD registers");
-    }
-    let admin = server.admin_client().expect("admin client");
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "storefront"}}))
-            .expect("ns");
-    Api::<Namespace>::all(admin.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace storefront");
+    let (server, admin) = install_cluster(&d).await;
     let trigger = example_object("CaptureTrigger");
     let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
         "nightcap.dev",
@@ -576,4 +560,189 @@ fn example_object(kind: &str) -> Value {
         .into_iter()
         .find(|o| o["kind"] == kind)
         .unwrap_or_else(|| panic!("a {kind} in storefront.yaml"))
+}
+
+/// An API test server with the install's RBAC, the CRDs and the namespaces the tests use.
+async fn install_cluster(d: &[Value]) -> (nightcap_testcluster::ApiServer, kube::Client) {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+
+    let policy = nightcap_testcluster::Policy::new()
+        .with_rbac_documents(d)
+        .expect("the install's RBAC loads");
+    let server = nightcap_testcluster::ApiServer::start(policy)
+        .await
+        .expect("API test server");
+    for crd in nightcap_api::crds() {
+        server.register_crd(&crd).expect("CRD registers");
+    }
+    let admin = server.admin_client().expect("admin client");
+    for name in ["storefront", "nightcap-system", "nightcap-captures"] {
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("ns");
+        Api::<Namespace>::all(admin.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+    }
+    (server, admin)
+}
+
+/// `nightcap scheduler` with the Deployment's arguments and environment (the pod fields filled
+/// in) and exactly the install's RBAC: it takes the Lease in nightcap-system and runs the
+/// example PacketCapture's Job in nightcap-captures, under the capture ServiceAccount, with the
+/// storage Secret.
+#[tokio::test]
+async fn scheduler_runs_with_the_install_rights_and_puts_jobs_in_nightcap_captures() {
+    use k8s_openapi::api::{
+        batch::v1::Job,
+        coordination::v1::Lease,
+        core::v1::{Node, Pod},
+    };
+    use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+    use nightcap_testsupport::util::reserve_tcp_port;
+
+    let d = docs();
+    let (server, admin) = install_cluster(&d).await;
+    let pp = PostParams::default();
+    let node: Node =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "node-a"}})).expect("node");
+    Api::<Node>::all(admin.clone())
+        .create(&pp, &node)
+        .await
+        .expect("node");
+    let now = jiff::Timestamp::now().to_string();
+    Api::<Node>::all(admin.clone())
+        .patch_status(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"conditions": [{
+                "type": "Ready", "status": "True", "lastHeartbeatTime": now,
+                "lastTransitionTime": now, "reason": "Test", "message": "test"}]}})),
+        )
+        .await
+        .expect("node Ready");
+    // The scheduler's own pod (the Deployment's NIGHTCAP_POD_* name it) and a logging pod.
+    for (ns, name, labels, image) in [
+        (
+            "nightcap-system",
+            "nightcap-scheduler-0",
+            serde_json::json!({"app.kubernetes.io/name": "nightcap", "app.kubernetes.io/component": "scheduler"}),
+            "ghcr.io/nightcap-dev/nightcap:0.1.0",
+        ),
+        (
+            "storefront",
+            "logging-0",
+            serde_json::json!({"app": "logging"}),
+            "logging",
+        ),
+    ] {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": image}]},
+        }))
+        .expect("pod");
+        let api: Api<Pod> = Api::namespaced(admin.clone(), ns);
+        api.create(&pp, &pod).await.expect("pod");
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"phase": "Running", "podIP": "10.0.0.7"}})),
+        )
+        .await
+        .expect("pod Running");
+    }
+    let pc: nightcap_api::PacketCapture =
+        serde_json::from_value(example_object("PacketCapture")).expect("example capture");
+    let pc = Api::<nightcap_api::PacketCapture>::namespaced(admin.clone(), "storefront")
+        .create(&pp, &pc)
+        .await
+        .expect("PacketCapture logging-dns");
+
+    let dep = find(&d, "Deployment", "nightcap-scheduler");
+    let c = container(dep);
+    let metrics = reserve_tcp_port().expect("port");
+    let mut argv: Vec<String> = args(c)
+        .into_iter()
+        .filter(|a| !a.starts_with("--metrics-addr"))
+        .collect();
+    argv.push(format!("--metrics-addr=127.0.0.1:{}", metrics.port()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        server
+            .kubeconfig_yaml("system:serviceaccount:nightcap-system:nightcap-scheduler")
+            .expect("kubeconfig"),
+    )
+    .expect("kubeconfig written");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nightcap"));
+    cmd.args(&argv)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KUBECONFIG", &kubeconfig);
+    for e in c["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().expect("env name");
+        let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("metadata.name") => "nightcap-scheduler-0".to_string(),
+            Some("metadata.namespace") => "nightcap-system".to_string(),
+            Some(other) => panic!("{name}: fieldRef {other} is not filled in by this test"),
+            None => e["value"].as_str().expect("env value").to_string(),
+        };
+        cmd.env(name, value);
+    }
+    let log = dir.path().join("scheduler.log");
+    let log_file = std::fs::File::create(&log).expect("log");
+    let _scheduler = Running(
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("nightcap scheduler starts"),
+    );
+    let uid = pc.metadata.uid.expect("uid");
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), "nightcap-captures");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let job = loop {
+        let list = jobs
+            .list(&ListParams::default().labels(&format!("nightcap.dev/capture-uid={uid}")))
+            .await
+            .expect("list Jobs");
+        if let Some(job) = list.items.into_iter().next() {
+            break job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no capture Job in nightcap-captures; the scheduler's log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let pod = job.spec.expect("Job spec").template.spec.expect("pod spec");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("nightcap-capture")
+    );
+    assert_eq!(pod.node_name.as_deref(), Some("node-a"));
+    let env_from = pod.containers[0].env_from.clone().unwrap_or_default();
+    assert!(
+        env_from.iter().any(|e| e
+            .secret_ref
+            .as_ref()
+            .is_some_and(|s| s.name == "nightcap-storage")),
+        "the capture pod reads nightcap-storage: {env_from:?}"
+    );
+    let lease = Api::<Lease>::namespaced(admin, "nightcap-system")
+        .get("nightcap-scheduler")
+        .await
+        .expect("the Lease exists");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("nightcap-scheduler-0")
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("Forbidden"),
+        "a request was forbidden:\n{text}"
+    );
 }
