@@ -46,6 +46,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A kustomization or manifest file could not be read as the install reader expects.
+    #[error("{}: {reason}", path.display())]
+    Manifest {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// kubernetes-validate rejected objects, or could not run.
     #[error("schema check failed: {0}")]
     SchemaCheck(String),

@@ -18,6 +18,7 @@ mod gc;
 mod kinds;
 mod kubelet;
 mod managed;
+pub mod manifests;
 mod ops;
 mod patch;
 pub mod policy;

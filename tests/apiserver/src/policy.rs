@@ -1,7 +1,12 @@
 //! Test authentication and authorisation: bearer tokens mapped to users, groups and service
-//! accounts, and RBAC-like rules. The same policy answers TokenReview and SubjectAccessReview.
+//! accounts, and RBAC-like rules, given directly or read from RBAC manifests (`rbac`). The same
+//! policy answers TokenReview and SubjectAccessReview.
+
+mod rbac;
 
 use std::collections::BTreeMap;
+
+pub use rbac::{AGGREGATE_TO_ADMIN, AGGREGATE_TO_EDIT, AGGREGATE_TO_VIEW};
 
 /// One RBAC-like rule: the request is allowed when every listed dimension matches.
 ///
@@ -259,10 +264,8 @@ impl Policy {
         self
     }
     /// Add the rules that RBAC manifests (Role, ClusterRole, RoleBinding, ClusterRoleBinding;
-    /// multi-document YAML) grant to their subjects: ServiceAccounts and Users are added to the
-    /// policy when missing (default tokens), Groups get group rules. A RoleBinding's rules apply
-    /// in its namespace only. Other documents are ignored.
-    pub fn with_rbac_yaml(mut self, yaml: &str) -> Result<Self, String> {
+    /// multi-document YAML) grant to their subjects; see [`Policy::with_rbac_documents`].
+    pub fn with_rbac_yaml(self, yaml: &str) -> Result<Self, String> {
         use serde::Deserialize;
         let mut docs = Vec::new();
         for d in serde_yaml::Deserializer::from_str(yaml) {
@@ -271,79 +274,32 @@ impl Policy {
                 docs.push(v);
             }
         }
-        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-        let list = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        for b in docs
-            .iter()
-            .filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
-        {
-            let ns = s(&b["metadata"]["namespace"]);
-            let (rk, rn) = (s(&b["roleRef"]["kind"]), s(&b["roleRef"]["name"]));
-            let role = docs
-                .iter()
-                .find(|d| {
-                    d["kind"] == rk.as_str()
-                        && d["metadata"]["name"] == rn.as_str()
-                        && (rk == "ClusterRole" || d["metadata"]["namespace"] == ns.as_str())
-                })
-                .ok_or_else(|| {
-                    format!(
-                        "{} {:?} refers to {rk} {rn:?}, which is not defined",
-                        s(&b["kind"]),
-                        s(&b["metadata"]["name"])
-                    )
-                })?;
-            let rules: Vec<Rule> = role["rules"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    let mut rule = Rule {
-                        verbs: list(&r["verbs"]),
-                        api_groups: list(&r["apiGroups"]),
-                        resources: list(&r["resources"]),
-                        resource_names: list(&r["resourceNames"]),
-                        namespaces: None,
-                        non_resource_urls: list(&r["nonResourceURLs"]),
-                    };
-                    if b["kind"] == "RoleBinding" {
-                        rule.namespaces = Some(vec![ns.clone()]);
-                    }
-                    rule
-                })
-                .collect();
-            for subj in b["subjects"].as_array().into_iter().flatten() {
-                let name = s(&subj["name"]);
-                let user = match subj["kind"].as_str() {
-                    Some("Group") => {
-                        self.group_rules
-                            .entry(name)
-                            .or_default()
-                            .extend(rules.iter().cloned());
-                        continue;
-                    }
-                    Some("ServiceAccount") => {
-                        let sa_ns = subj["namespace"]
-                            .as_str()
-                            .map_or(ns.clone(), str::to_string);
-                        User::service_account(&sa_ns, &name)
-                    }
-                    _ => User::new(name),
-                };
-                if !self.users.iter().any(|u| u.name == user.name) {
-                    self.users.push(user.clone());
+        self.with_rbac_documents(&docs)
+    }
+
+    /// Add the rules that the RBAC objects among `docs` grant to their subjects: ServiceAccounts
+    /// and Users are added to the policy when missing (default tokens), Groups get group rules.
+    /// A RoleBinding's rules apply in its namespace only. ClusterRoles with an
+    /// `aggregationRule` hold the rules of the ClusterRoles their `clusterRoleSelectors`
+    /// (`matchLabels`, `matchExpressions`) select among `docs`; the built-in `admin`, `edit` and
+    /// `view` exist as aggregations over the `rbac.authorization.k8s.io/aggregate-to-*` labels
+    /// only, without the rules Kubernetes itself gives them, unless `docs` define them. Other
+    /// documents are ignored; a binding to an undefined role is an error.
+    pub fn with_rbac_documents(mut self, docs: &[serde_json::Value]) -> Result<Self, String> {
+        for (subject, rules) in rbac::grants(docs)? {
+            let user = match subject {
+                rbac::Subject::Group(name) => {
+                    self.group_rules.entry(name).or_default().extend(rules);
+                    continue;
                 }
-                if let Some(u) = self.users.iter_mut().find(|u| u.name == user.name) {
-                    u.rules.extend(rules.iter().cloned());
-                }
+                rbac::Subject::ServiceAccount(ns, name) => User::service_account(&ns, &name),
+                rbac::Subject::User(name) => User::new(name),
+            };
+            if !self.users.iter().any(|u| u.name == user.name) {
+                self.users.push(user.clone());
+            }
+            if let Some(u) = self.users.iter_mut().find(|u| u.name == user.name) {
+                u.rules.extend(rules);
             }
         }
         Ok(self)
