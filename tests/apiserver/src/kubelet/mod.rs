@@ -2,10 +2,12 @@
 //! local processes (see `pods`), and runs a minimal Job controller for Jobs pinned to it (see
 //! `jobs`). Several kubelets can share one machine and one [`ApiServer`].
 
-mod container;
+pub(crate) mod container;
 mod jobs;
 mod node;
 mod pods;
+mod runc;
+mod runtime;
 mod sandbox;
 mod status;
 
@@ -20,6 +22,7 @@ use std::{
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+pub use runtime::{RuncRuntime, Runtime};
 pub use sandbox::{NetnsSandboxes, PodRef, Sandbox, SandboxProvider};
 
 use crate::{
@@ -52,6 +55,8 @@ pub struct KubeletOptions {
     pub heartbeat: Duration,
     /// Also run Jobs whose pods are not pinned to any node (set on at most one kubelet).
     pub accept_unpinned: bool,
+    /// How containers run: local processes (default) or [`Runtime::Runc`].
+    pub runtime: Runtime,
 }
 
 impl Default for KubeletOptions {
@@ -67,18 +72,28 @@ impl Default for KubeletOptions {
             job_backoff: Duration::from_secs(1),
             heartbeat: Duration::from_secs(10),
             accept_unpinned: false,
+            runtime: Runtime::Process,
         }
     }
 }
 
-/// Process ids of running containers, by pod uid (so Drop can kill them synchronously).
-pub(crate) type Pids = Arc<Mutex<HashMap<String, i32>>>;
+/// A running container: its process (the container process, or `runc run`) and, in runc
+/// mode, the runc container.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    pub pid: i32,
+    pub runc: Option<runc::RuncContainer>,
+}
+
+/// Running containers by pod uid (so Drop can kill them synchronously).
+pub(crate) type Pids = Arc<Mutex<HashMap<String, Running>>>;
 
 /// A fake kubelet (RAII): its containers are killed and its tasks stopped when dropped.
 pub struct FakeKubelet {
     node: String,
     state_dir: PathBuf,
     pids: Pids,
+    runc: bool,
     tasks: Vec<JoinHandle<()>>,
     client: kube::Client,
     _tmp: Option<tempfile::TempDir>,
@@ -99,19 +114,28 @@ impl Drop for FakeKubelet {
             t.abort();
         }
         kill_all(&self.pids);
+        if self.runc {
+            runc::remove_cgroups(&self.node);
+        }
     }
 }
 
+/// Kill every container now: runc containers are killed and deleted (and their overlays
+/// unmounted) before their `runc run` process group gets SIGKILL.
 fn kill_all(pids: &Pids) {
-    let pids: Vec<i32> = pids
+    let running: Vec<Running> = pids
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .values()
-        .copied()
+        .cloned()
         .collect();
-    for pid in pids {
+    for r in running {
+        if let Some(c) = &r.runc {
+            c.kill("KILL", true);
+            c.delete();
+        }
         let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
+            nix::unistd::Pid::from_raw(r.pid),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
@@ -151,6 +175,11 @@ impl FakeKubelet {
             what: format!("creating {}", state_dir.display()),
             source,
         })?;
+        if let Runtime::Runc(r) = &opts.runtime
+            && let Some(why) = r.unavailable()
+        {
+            return Err(Error::Config(format!("kubelet {node_name}: {why}")));
+        }
         let ctx = Ctx {
             node: node_name.to_string(),
             client: client.clone(),
@@ -170,6 +199,7 @@ impl FakeKubelet {
         Ok(Self {
             node: node_name.to_string(),
             state_dir,
+            runc: matches!(ctx.opts.runtime, Runtime::Runc(_)),
             pids: ctx.pids,
             tasks,
             client,
