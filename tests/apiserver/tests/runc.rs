@@ -13,7 +13,7 @@ use kube::{
     api::{DeleteParams, PostParams},
 };
 use nightcap_testcluster::{
-    ApiServer, FakeKubelet, KubeletOptions, NetnsSandboxes, Policy, RuncRuntime, Runtime,
+    ApiServer, FakeKubelet, KubeletOptions, NetnsSandboxes, Policy, Rule, RuncRuntime, Runtime,
     ServerOptions, oci,
 };
 use serde_json::{Value, json};
@@ -46,7 +46,7 @@ fn unavailable() -> Option<String> {
     None
 }
 
-async fn rig_with(sandboxes: bool) -> Option<Rig> {
+async fn rig_with(sandboxes: bool, policy: Policy) -> Option<Rig> {
     if let Some(why) = unavailable() {
         println!("SKIP: {why}");
         return None;
@@ -54,7 +54,7 @@ async fn rig_with(sandboxes: bool) -> Option<Rig> {
     let dir = tempfile::tempdir().expect("tempdir");
     let bundle = oci::busybox_bundle(&dir.path().join("image")).expect("busybox bundle");
     let server = ApiServer::start_with(
-        Policy::new(),
+        policy,
         ServerOptions {
             tls: true,
             ..ServerOptions::default()
@@ -89,7 +89,7 @@ async fn rig_with(sandboxes: bool) -> Option<Rig> {
 }
 
 async fn rig() -> Option<Rig> {
-    rig_with(false).await
+    rig_with(false, Policy::new()).await
 }
 
 /// A pod running `script` with `sh -c` (through the image's entrypoint); `spec`/`container`
@@ -586,7 +586,7 @@ async fn memory_and_cpu_limits_reach_the_cgroup() {
 
 #[tokio::test]
 async fn sandboxed_pods_join_the_sandbox_network_namespace() {
-    let Some(r) = rig_with(true).await else {
+    let Some(r) = rig_with(true, Policy::new()).await else {
         return;
     };
     let script = "readlink /proc/self/ns/net; cat /etc/hosts";
@@ -601,5 +601,76 @@ async fn sandboxed_pods_join_the_sandbox_network_namespace() {
     assert!(
         logs.contains("10.200."),
         "/etc/hosts names the pod IP: {logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_sandboxed_pod_reaches_the_api_in_cluster_as_its_service_account() {
+    let Ok(kubectl) = std::fs::canonicalize("/usr/bin/kubectl") else {
+        println!("SKIP: no /usr/bin/kubectl (a static binary the container can run)");
+        return;
+    };
+    let rules = vec![Rule::new(["get", "list"], [""], ["pods"])];
+    let policy = Policy::new().service_account("default", "reader", rules);
+    let Some(r) = rig_with(true, policy).await else {
+        return;
+    };
+    let spec = json!({"serviceAccountName": "reader", "volumes": [
+        {"name": "kubectl", "hostPath": {"path": kubectl, "type": "File"}}]});
+    let c = json!({"env": [{"name": "HOME", "value": "/tmp"}],
+        "volumeMounts": [{"name": "kubectl", "mountPath": "/bin/kubectl", "readOnly": true}]});
+    let script = "kubectl get pods -o name; kubectl get secrets 2>&1; true";
+    let logs = r.output(pod("incluster", script, spec, c)).await;
+    assert!(logs.contains("pod/incluster"), "{logs}");
+    assert!(
+        logs.contains("system:serviceaccount:default:reader") && logs.contains("forbidden"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_gets_a_fresh_container_and_a_missing_binary_is_a_start_error() {
+    let Some(r) = rig().await else { return };
+    let script = "test -f /state/once && exit 0; touch /state/once; exit 1";
+    let spec =
+        json!({"restartPolicy": "OnFailure", "volumes": [{"name": "state", "emptyDir": {}}]});
+    let c = json!({"volumeMounts": [{"name": "state", "mountPath": "/state"}]});
+    let (done, logs) = r.run(pod("again", script, spec, c)).await;
+    assert_eq!(phase(&done), "Succeeded", "{logs}");
+    let cs = &done
+        .status
+        .as_ref()
+        .expect("status")
+        .container_statuses
+        .as_ref()
+        .expect("cs")[0];
+    assert_eq!(cs.restart_count, 1);
+    let id = cs.container_id.as_deref().unwrap_or_default();
+    assert!(id.starts_with("runc://") && id.ends_with("-2"), "{id}");
+    let c = json!({"command": ["/bin/not-there"]});
+    let (failed, logs) = r.run(pod("nobin", "", json!({}), c)).await;
+    assert_eq!(phase(&failed), "Failed", "{logs}");
+    let cs = &failed
+        .status
+        .as_ref()
+        .expect("status")
+        .container_statuses
+        .as_ref()
+        .expect("cs")[0];
+    let term = cs
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("terminated");
+    assert_eq!(
+        (term.exit_code, term.reason.as_deref()),
+        (128, Some("StartError"))
+    );
+    assert!(
+        term.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not-there"),
+        "{term:?}"
     );
 }

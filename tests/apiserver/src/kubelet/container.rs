@@ -392,14 +392,11 @@ pub(crate) async fn prepare(
         "KUBECONFIG".to_string(),
         kubeconfig.to_string_lossy().into_owned(),
     );
-    let port = ctx
-        .server_url
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .to_string();
     env.insert("KUBERNETES_SERVICE_HOST".to_string(), "127.0.0.1".into());
-    env.insert("KUBERNETES_SERVICE_PORT".to_string(), port);
+    env.insert(
+        "KUBERNETES_SERVICE_PORT".to_string(),
+        ctx.server_port().to_string(),
+    );
     env.extend(environment(&ctx.client, view, c).await?);
     let argv = argv(pod, &env, &ctx.opts.binaries)?;
     Ok(Launch {

@@ -9,12 +9,13 @@ mod pods;
 mod runc;
 mod runtime;
 mod sandbox;
+mod service_proxy;
 mod status;
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -141,6 +142,37 @@ fn kill_all(pids: &Pids) {
     }
 }
 
+pub(crate) fn pod_dir(state: &Path, ns: &str, name: &str, uid: &str) -> PathBuf {
+    state.join("pods").join(ns).join(name).join(uid)
+}
+
+/// The directory of the newest pod (by uid) with this name.
+pub(crate) fn newest_dir(state: &Path, ns: &str, name: &str) -> Option<PathBuf> {
+    let dir = state.join("pods").join(ns).join(name);
+    std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()
+        .map(|(_, p)| p)
+}
+
+pub(crate) fn pod_logs(state: &Path, ns: &str, name: &str) -> String {
+    let Some(d) = newest_dir(state, ns, name) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for e in std::fs::read_dir(d.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+    }
+    out
+}
+
 /// What the kubelet's tasks share.
 #[derive(Clone)]
 pub(crate) struct Ctx {
@@ -152,6 +184,17 @@ pub(crate) struct Ctx {
     pub ca_pem: Option<String>,
     pub shared: Arc<Shared>,
     pub pids: Pids,
+}
+
+impl Ctx {
+    /// The API server's port (pods reach it at `127.0.0.1:PORT`).
+    pub(crate) fn server_port(&self) -> u16 {
+        self.server_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default()
+    }
 }
 
 impl FakeKubelet {
@@ -214,18 +257,18 @@ impl FakeKubelet {
 
     /// Directory of one pod (by uid): working directory, `kubeconfig`, `logs/`.
     pub fn pod_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
-        pods::pod_dir(&self.state_dir, namespace, name, uid)
+        pod_dir(&self.state_dir, namespace, name, uid)
     }
 
     /// Everything the pod's first container wrote to stdout/stderr (newest pod of that name).
     pub fn logs(&self, namespace: &str, name: &str) -> String {
-        pods::logs(&self.state_dir, namespace, name)
+        pod_logs(&self.state_dir, namespace, name)
     }
 
     /// The network namespace (`/var/run/netns/NAME`) of the newest pod with this name, when
     /// its sandbox has one.
     pub fn netns_path(&self, namespace: &str, name: &str) -> Option<PathBuf> {
-        let dir = pods::newest_dir(&self.state_dir, namespace, name)?;
+        let dir = newest_dir(&self.state_dir, namespace, name)?;
         std::fs::read_to_string(dir.join("netns"))
             .ok()
             .map(PathBuf::from)

@@ -4,7 +4,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -23,43 +22,14 @@ use tokio::sync::mpsc;
 use super::{
     Ctx, Running,
     container::{self, PodView},
+    pod_dir,
     runc::{self, RuncContainer, StartFailure},
     runtime::Runtime,
     sandbox::{PodRef, Sandbox},
+    service_proxy::{self, ServiceProxy},
     status::{ContainerState, PodStatus, render},
 };
 use crate::time::timestamp;
-
-pub(crate) fn pod_dir(state: &Path, ns: &str, name: &str, uid: &str) -> PathBuf {
-    state.join("pods").join(ns).join(name).join(uid)
-}
-
-/// The directory of the newest pod (by uid) with this name.
-pub(crate) fn newest_dir(state: &Path, ns: &str, name: &str) -> Option<PathBuf> {
-    let dir = state.join("pods").join(ns).join(name);
-    std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .max()
-        .map(|(_, p)| p)
-}
-
-pub(crate) fn logs(state: &Path, ns: &str, name: &str) -> String {
-    let Some(d) = newest_dir(state, ns, name) else {
-        return String::new();
-    };
-    let mut out = String::new();
-    for e in std::fs::read_dir(d.join("logs"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
-    }
-    out
-}
 
 enum Ev {
     Apply(Box<Pod>),
@@ -84,6 +54,7 @@ enum Ev {
 struct PodRt {
     pod: Pod,
     sandbox: Option<Box<dyn Sandbox>>,
+    _api_proxy: Option<ServiceProxy>,
     ips: Vec<String>,
     pid: Option<i32>,
     runc: Option<RuncContainer>,
@@ -298,6 +269,7 @@ impl Worker {
         let mut rt = PodRt {
             pod: pod.clone(),
             sandbox: None,
+            _api_proxy: None,
             ips: vec![self.ctx.opts.node_ip.to_string()],
             pid: None,
             runc: None,
@@ -322,6 +294,13 @@ impl Worker {
                     let mut ips = sb.ips();
                     ips.sort_by_key(|ip| ip.is_ipv6());
                     rt.ips = ips.iter().map(ToString::to_string).collect();
+                    if let Some(ns) = sb.netns_path() {
+                        match service_proxy::start(&ns, self.ctx.server_port()) {
+                            Ok(p) => rt._api_proxy = Some(p),
+                            Err(e) => tracing::warn!(pod = %r.name, error = %e,
+                                "The API server is not reachable from the pod's network namespace."),
+                        }
+                    }
                     rt.sandbox = Some(sb);
                 }
                 Err(e) => {

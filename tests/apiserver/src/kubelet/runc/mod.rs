@@ -279,13 +279,15 @@ pub(crate) async fn start(
         std::fs::write(pod_dir.join("netns"), p.to_string_lossy().as_bytes())
             .map_err(io(format!("writing {}/netns", pod_dir.display())))?;
     }
-    let port = ctx.server_url.rsplit(':').next().unwrap_or_default();
     let mut kube_env = BTreeMap::from([
         (
             "KUBERNETES_SERVICE_HOST".to_string(),
             "127.0.0.1".to_string(),
         ),
-        ("KUBERNETES_SERVICE_PORT".to_string(), port.to_string()),
+        (
+            "KUBERNETES_SERVICE_PORT".to_string(),
+            ctx.server_port().to_string(),
+        ),
     ]);
     let pod_env = container::environment(&ctx.client, view, c)
         .await
