@@ -1,6 +1,7 @@
-//! [`FakeKubelet`]: one fake node. Registers its Node and Lease, runs the pods bound to it as
-//! local processes (see `pods`), and runs a minimal Job controller for Jobs pinned to it (see
-//! `jobs`). Several kubelets can share one machine and one [`ApiServer`].
+//! [`FakeKubelet`]: one fake node. Registers its Node and Lease, runs the pods bound to it (see
+//! `pods`) as local processes or, with [`Runtime::Runc`], as runc containers (see `runc`), and
+//! runs a minimal Job controller for Jobs pinned to it (see `jobs`). Several kubelets can share
+//! one machine and one [`ApiServer`].
 
 pub(crate) mod container;
 mod jobs;
