@@ -674,3 +674,74 @@ async fn a_restart_gets_a_fresh_container_and_a_missing_binary_is_a_start_error(
         "{term:?}"
     );
 }
+
+/// A host directory made a shared mount point (unmounted, with what was mounted under it, on
+/// drop).
+struct SharedMount(tempfile::TempDir);
+
+impl SharedMount {
+    fn new() -> Self {
+        use nix::mount::{MsFlags, mount};
+        let dir = tempfile::tempdir().expect("tempdir");
+        mount(
+            Some(dir.path()),
+            dir.path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind mount");
+        mount(
+            None::<&str>,
+            dir.path(),
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .expect("make shared");
+        Self(dir)
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0.path().join("sub"), nix::mount::MntFlags::MNT_DETACH);
+        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn host_to_container_propagation_shows_mounts_made_after_the_start() {
+    let Some(r) = rig().await else { return };
+    let host = SharedMount::new();
+    let script =
+        "echo ready; while ! test -f /host/sub/marker; do sleep 0.1; done; cat /host/sub/marker";
+    let spec = json!({"volumes": [{"name": "host", "hostPath": {"path": host.0.path()}}]});
+    let c = json!({"volumeMounts": [{"name": "host", "mountPath": "/host", "readOnly": true,
+        "mountPropagation": "HostToContainer"}]});
+    r.pods
+        .create(&PostParams::default(), &pod("prop", script, spec, c))
+        .await
+        .expect("create");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !r.kubelet.logs("default", "prop").contains("ready") {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sub = host.0.path().join("sub");
+    std::fs::create_dir(&sub).expect("mkdir");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount tmpfs");
+    std::fs::write(sub.join("marker"), "propagated").expect("marker");
+    let done = r
+        .wait("prop", "finished", |p| phase(p) == "Succeeded")
+        .await;
+    assert_eq!(phase(&done), "Succeeded");
+    assert!(r.kubelet.logs("default", "prop").contains("propagated"));
+}
