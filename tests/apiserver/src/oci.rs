@@ -1,4 +1,5 @@
-//! OCI images for the fake kubelet's runc mode: building small images with `umoci`, unpacking
+//! OCI images for the fake kubelet's runc mode: building small images with `umoci` (busybox, or
+//! host binaries with their shared libraries: [`build_layout`]), unpacking
 //! them into runtime bundles, and reading what a kubelet needs from a bundle (entrypoint, cmd,
 //! env, working directory, user, image id).
 //!
@@ -75,20 +76,66 @@ pub fn unpack(layout: &Path, tag: &str, dir: &Path) -> Result<()> {
     std::fs::write(&out, text).map_err(io(format!("writing {}", out.display())))
 }
 
-/// The busybox applets [`busybox_layout`] links into `/bin`.
+/// The busybox applets an [`ImageSpec`] with `busybox` links into `/bin`.
 pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "cat", "echo", "id", "ls", "mkdir", "grep", "sleep", "touch", "unshare", "ps", "wget",
     "true", "false", "env", "test", "kill", "rm", "head", "tr", "wc", "nsenter",
 ];
 
-/// Build an OCI layout at `layout` (created if missing) with the image `TAG`: a rootfs holding
-/// `/bin/busybox` (copied from the host's static `/bin/busybox`) with [`BUSYBOX_APPLETS`] as
-/// symlinks, `/tmp`, entrypoint `/bin/sh -c`, cmd `echo hello from busybox`, `PATH=/bin`,
-/// working directory `/` and the given image user (`UID[:GID]`, e.g. `65534:65534`; `None`
-/// leaves it unset, i.e. root).
-pub fn busybox_layout(layout: &Path, tag: &str, user: Option<&str>) -> Result<()> {
+/// What goes into an image built by [`build_layout`].
+#[derive(Debug, Clone, Default)]
+pub struct ImageSpec {
+    /// Host files copied into the image: (host path, absolute path in the image).
+    pub files: Vec<(PathBuf, PathBuf)>,
+    /// Also copy the shared libraries the files load (as `ldd` lists them), at their host paths,
+    /// so dynamically linked host binaries run in the image.
+    pub shared_libraries: bool,
+    /// Copy the host's static `/bin/busybox` with [`BUSYBOX_APPLETS`] as `/bin` symlinks.
+    pub busybox: bool,
+    /// Image entrypoint and cmd.
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` entries.
+    pub env: Vec<String>,
+    /// Image user (`UID[:GID]`); `None` is root.
+    pub user: Option<String>,
+    /// Working directory (default `/`).
+    pub workdir: Option<String>,
+}
+
+/// Absolute paths of the shared libraries `binary` loads (empty for a static binary).
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(io("running ldd"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split_once("=>").map_or(l, |(_, p)| p.trim());
+            let path = path.split_whitespace().next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+fn copy_in(rootfs: &Path, host: &Path, inside: &Path) -> Result<()> {
+    let dest = rootfs.join(inside.strip_prefix("/").unwrap_or(inside));
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    }
+    std::fs::copy(host, &dest)
+        .map(|_| ())
+        .map_err(io(format!("copying {} into the image", host.display())))
+}
+
+/// Build an OCI layout at `layout` (created if missing) with the image `TAG` described by
+/// `spec` (a single layer made with `umoci new/unpack/repack/config`; `/tmp` always exists).
+pub fn build_layout(layout: &Path, tag: &str, spec: &ImageSpec) -> Result<()> {
     let busybox = Path::new("/bin/busybox");
-    if !busybox.exists() {
+    if spec.busybox && !busybox.exists() {
         return Err(Error::Config(
             "/bin/busybox is missing: apt-get install busybox-static".into(),
         ));
@@ -101,36 +148,65 @@ pub fn busybox_layout(layout: &Path, tag: &str, user: Option<&str>) -> Result<()
     let work = scratch.path().join("bundle");
     umoci(&["new", "--image", &base])?;
     umoci(&["unpack", "--image", &base, &work.to_string_lossy()])?;
-    let bin = work.join("rootfs/bin");
-    std::fs::create_dir_all(&bin).map_err(io(format!("creating {}", bin.display())))?;
-    std::fs::create_dir_all(work.join("rootfs/tmp")).map_err(io("creating rootfs/tmp"))?;
-    std::fs::copy(busybox, bin.join("busybox")).map_err(io("copying /bin/busybox"))?;
-    for applet in BUSYBOX_APPLETS {
-        std::os::unix::fs::symlink("busybox", bin.join(applet))
-            .map_err(io(format!("linking /bin/{applet}")))?;
+    let rootfs = work.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("tmp")).map_err(io("creating rootfs/tmp"))?;
+    if spec.busybox {
+        let bin = rootfs.join("bin");
+        copy_in(&rootfs, busybox, Path::new("/bin/busybox"))?;
+        for applet in BUSYBOX_APPLETS {
+            std::os::unix::fs::symlink("busybox", bin.join(applet))
+                .map_err(io(format!("linking /bin/{applet}")))?;
+        }
+    }
+    for (host, inside) in &spec.files {
+        copy_in(&rootfs, host, inside)?;
+        if spec.shared_libraries {
+            for lib in shared_libraries(host)? {
+                copy_in(&rootfs, &lib, &lib)?;
+            }
+        }
     }
     umoci(&["repack", "--image", &base, &work.to_string_lossy()])?;
-    let mut args = vec![
-        "config",
-        "--image",
-        &base,
-        "--tag",
-        tag,
-        "--config.entrypoint",
-        "/bin/sh",
-        "--config.entrypoint",
-        "-c",
-        "--config.cmd",
-        "echo hello from busybox",
-        "--config.env",
-        "PATH=/bin",
-        "--config.workingdir",
-        "/",
-    ];
-    if let Some(u) = user {
-        args.extend(["--config.user", u]);
+    let mut args: Vec<String> = ["config", "--image", &base, "--tag", tag]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut push = |flag: &str, v: &str| args.extend([flag.to_string(), v.to_string()]);
+    for e in &spec.entrypoint {
+        push("--config.entrypoint", e);
     }
-    umoci(&args)
+    for c in &spec.cmd {
+        push("--config.cmd", c);
+    }
+    for e in &spec.env {
+        push("--config.env", e);
+    }
+    push(
+        "--config.workingdir",
+        spec.workdir.as_deref().unwrap_or("/"),
+    );
+    if let Some(u) = &spec.user {
+        push("--config.user", u);
+    }
+    umoci(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The busybox image: [`BUSYBOX_APPLETS`], entrypoint `/bin/sh -c`, cmd `echo hello from
+/// busybox`, `PATH=/bin`, working directory `/`, the given user (`None`: root).
+pub fn busybox_spec(user: Option<&str>) -> ImageSpec {
+    ImageSpec {
+        busybox: true,
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        cmd: vec!["echo hello from busybox".into()],
+        env: vec!["PATH=/bin".into()],
+        user: user.map(str::to_string),
+        ..ImageSpec::default()
+    }
+}
+
+/// Build the busybox image ([`busybox_spec`]) as `TAG` in `layout`.
+pub fn busybox_layout(layout: &Path, tag: &str, user: Option<&str>) -> Result<()> {
+    build_layout(layout, tag, &busybox_spec(user))
 }
 
 /// Build a busybox image (root user) under `dir/layout` and unpack it to `dir/bundle`; returns

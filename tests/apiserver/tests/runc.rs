@@ -46,7 +46,11 @@ fn unavailable() -> Option<String> {
     None
 }
 
-async fn rig_with(sandboxes: bool, policy: Policy) -> Option<Rig> {
+async fn rig_with(
+    sandboxes: bool,
+    policy: Policy,
+    extra: &[(&str, oci::ImageSpec)],
+) -> Option<Rig> {
     if let Some(why) = unavailable() {
         println!("SKIP: {why}");
         return None;
@@ -63,9 +67,17 @@ async fn rig_with(sandboxes: bool, policy: Policy) -> Option<Rig> {
     .await
     .expect("server");
     let state = dir.path().join("kubelet");
+    let mut runtime = RuncRuntime::new().image(IMAGE, &bundle);
+    for (i, (reference, spec)) in extra.iter().enumerate() {
+        let layout = dir.path().join(format!("layout-{i}"));
+        let unpacked = dir.path().join(format!("bundle-{i}"));
+        oci::build_layout(&layout, "t", spec).expect("build image");
+        oci::unpack(&layout, "t", &unpacked).expect("unpack image");
+        runtime = runtime.image(*reference, unpacked);
+    }
     let mut opts = KubeletOptions {
         state_dir: Some(state.clone()),
-        runtime: Runtime::Runc(RuncRuntime::new().image(IMAGE, &bundle)),
+        runtime: Runtime::Runc(runtime),
         accept_unpinned: true,
         ..KubeletOptions::default()
     };
@@ -89,7 +101,7 @@ async fn rig_with(sandboxes: bool, policy: Policy) -> Option<Rig> {
 }
 
 async fn rig() -> Option<Rig> {
-    rig_with(false, Policy::new()).await
+    rig_with(false, Policy::new(), &[]).await
 }
 
 /// A pod running `script` with `sh -c` (through the image's entrypoint); `spec`/`container`
@@ -586,7 +598,7 @@ async fn memory_and_cpu_limits_reach_the_cgroup() {
 
 #[tokio::test]
 async fn sandboxed_pods_join_the_sandbox_network_namespace() {
-    let Some(r) = rig_with(true, Policy::new()).await else {
+    let Some(r) = rig_with(true, Policy::new(), &[]).await else {
         return;
     };
     let script = "readlink /proc/self/ns/net; cat /etc/hosts";
@@ -612,7 +624,7 @@ async fn a_sandboxed_pod_reaches_the_api_in_cluster_as_its_service_account() {
     };
     let rules = vec![Rule::new(["get", "list"], [""], ["pods"])];
     let policy = Policy::new().service_account("default", "reader", rules);
-    let Some(r) = rig_with(true, policy).await else {
+    let Some(r) = rig_with(true, policy, &[]).await else {
         return;
     };
     let spec = json!({"serviceAccountName": "reader", "volumes": [
@@ -744,4 +756,54 @@ async fn host_to_container_propagation_shows_mounts_made_after_the_start() {
         .await;
     assert_eq!(phase(&done), "Succeeded");
     assert!(r.kubelet.logs("default", "prop").contains("propagated"));
+}
+
+#[tokio::test]
+async fn host_binaries_run_from_their_image_with_its_entrypoint_cmd_env_and_user() {
+    let files: Vec<(PathBuf, PathBuf)> = ["/usr/bin/env", "/usr/bin/id"]
+        .iter()
+        .map(|p| (PathBuf::from(p), PathBuf::from(p)))
+        .collect();
+    let spec = oci::ImageSpec {
+        files,
+        shared_libraries: true,
+        entrypoint: vec!["/usr/bin/env".into()],
+        cmd: vec!["/usr/bin/id".into()],
+        env: vec![
+            "PATH=/usr/bin".into(),
+            "FROM_IMAGE=image".into(),
+            "KEEP=image".into(),
+        ],
+        user: Some("4242:4242".into()),
+        ..oci::ImageSpec::default()
+    };
+    let Some(r) = rig_with(false, Policy::new(), &[("tools:1", spec)]).await else {
+        return;
+    };
+    let image = json!({"image": "tools:1"});
+    // Neither command nor args: the image's entrypoint + cmd, as the image user.
+    let mut c = image.clone();
+    merge(&mut c, json!({"args": null}));
+    let logs = r.output(pod("tools-id", "", json!({}), c)).await;
+    assert!(
+        logs.contains("uid=4242") && logs.contains("gid=4242"),
+        "{logs}"
+    );
+    // args replace only the cmd; pod env overrides the image's.
+    let mut c = image;
+    merge(
+        &mut c,
+        json!({"args": ["-u", "NOTHING"],
+        "env": [{"name": "FROM_IMAGE", "value": "pod"}]}),
+    );
+    let logs = r.output(pod("tools-env", "", json!({}), c)).await;
+    for want in [
+        "FROM_IMAGE=pod",
+        "KEEP=image",
+        "PATH=/usr/bin",
+        "KUBERNETES_SERVICE_HOST=127.0.0.1",
+        "HOSTNAME=tools-env",
+    ] {
+        assert!(logs.lines().any(|l| l == want), "{want} in {logs}");
+    }
 }
