@@ -3,7 +3,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use k8s_openapi::api::{batch::v1::Job, core::v1::Secret};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{ConfigMap, Secret},
+};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, PostParams},
@@ -14,7 +17,7 @@ use serde_json::json;
 use crate::rig::*;
 
 #[tokio::test]
-async fn host_path_secret_volume_and_env_are_visible() {
+async fn host_path_secret_config_map_memory_volumes_and_env_are_visible() {
     let Some(r) = rig().await else { return };
     let host = tempfile::tempdir().expect("tempdir");
     std::fs::write(host.path().join("data"), "from-the-host").expect("write");
@@ -26,14 +29,28 @@ async fn host_path_secret_volume_and_env_are_visible() {
         .create(&PostParams::default(), &secret)
         .await
         .expect("create secret");
+    let cms: Api<ConfigMap> = Api::namespaced(r.server.admin_client().expect("client"), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "settings"},
+        "data": {"level": "debug", "unused": "x"}}))
+    .expect("configmap");
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("create configmap");
     let script = "cat /host/data; echo; touch /host/new || echo host-ro; \
-                  echo secret-file=$(cat /creds/password); echo env=$PASSWORD pod=$POD_NAME";
+                  echo secret-file=$(cat /creds/password); echo env=$PASSWORD pod=$POD_NAME; \
+                  echo cm=$(cat /etc/app/conf/level); ls /etc/app/conf; touch /etc/app/x || echo cm-ro; \
+                  grep ' /fast ' /proc/mounts";
     let spec = json!({"volumes": [
         {"name": "host", "hostPath": {"path": host.path(), "type": "Directory"}},
-        {"name": "creds", "secret": {"secretName": "creds"}}]});
+        {"name": "creds", "secret": {"secretName": "creds"}},
+        {"name": "settings", "configMap": {"name": "settings",
+            "items": [{"key": "level", "path": "conf/level"}]}},
+        {"name": "fast", "emptyDir": {"medium": "Memory"}}]});
     let c = json!({
         "volumeMounts": [{"name": "host", "mountPath": "/host", "readOnly": true},
-                         {"name": "creds", "mountPath": "/creds"}],
+                         {"name": "creds", "mountPath": "/creds"},
+                         {"name": "settings", "mountPath": "/etc/app"},
+                         {"name": "fast", "mountPath": "/fast"}],
         "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]});
     let logs = r.output(pod("vols", script, spec, c)).await;
@@ -42,6 +59,11 @@ async fn host_path_secret_volume_and_env_are_visible() {
     assert!(!host.path().join("new").exists());
     assert!(logs.contains("secret-file=s3cret"), "{logs}");
     assert!(logs.contains("env=s3cret pod=vols"), "{logs}");
+    assert!(
+        logs.contains("cm=debug\nlevel\n") && logs.contains("cm-ro"),
+        "{logs}"
+    );
+    assert!(logs.contains("tmpfs /fast tmpfs rw"), "{logs}");
 }
 
 #[tokio::test]
