@@ -7,7 +7,7 @@
 //! server-side apply, status subresources, finalizers, garbage collection, CRD schema validation,
 //! bearer-token authentication and RBAC-like authorisation from a [`Policy`], TokenReview and
 //! SubjectAccessReview) and, when pods must actually run, [`FakeKubelet`]s that run Job pods as
-//! local processes. docs/TESTING.md lists what the server deliberately does not implement.
+//! local processes or, with [`Runtime::Runc`], as runc containers from [`oci`] images. docs/TESTING.md lists what the server deliberately does not implement.
 //!
 //! What it must never do: ship in a product binary, listen on anything but 127.0.0.1, or pretend
 //! to succeed at something it does not implement (unsupported requests fail like the real
@@ -19,6 +19,7 @@ mod kinds;
 mod kubelet;
 mod managed;
 pub mod manifests;
+pub mod oci;
 mod ops;
 mod patch;
 pub mod policy;
@@ -33,6 +34,9 @@ mod time;
 pub mod validate;
 
 pub use error::{Error, Result};
-pub use kubelet::{FakeKubelet, KubeletOptions, NetnsSandboxes, PodRef, Sandbox, SandboxProvider};
+pub use kubelet::{
+    FakeKubelet, KubeletOptions, NetnsSandboxes, PodRef, RuncRuntime, Runtime, Sandbox,
+    SandboxProvider,
+};
 pub use policy::{Policy, Rule, User};
 pub use server::{ApiServer, ServerOptions};

@@ -6,13 +6,19 @@
 //! kubectl --kubeconfig /tmp/tc.yaml get nodes
 //! kubectl --kubeconfig /tmp/tc.yaml create --validate=false -f job.yaml
 //! ```
+//!
+//! With `--runc --image nightcap:dev=/var/lib/nightcap/bundle` pods run as runc containers from
+//! present images (root needed); `--netns-sandboxes` gives non-hostNetwork pods real network
+//! namespaces; `--rbac manifests/rbac.yaml --sa-kubeconfig nightcap-system/nightcap-scheduler=/tmp/s.yaml`
+//! lets a separate process run as that ServiceAccount under the manifests' RBAC.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use clap::Parser;
 use nightcap_testcluster::{
-    ApiServer, FakeKubelet, KubeletOptions, Policy, Rule, ServerOptions, User,
+    ApiServer, FakeKubelet, KubeletOptions, NetnsSandboxes, Policy, Rule, RuncRuntime, Runtime,
+    ServerOptions, User,
 };
 
 /// Start the API test server and fake kubelets.
@@ -51,6 +57,47 @@ struct Args {
     /// Directory for pod working directories and logs (default: a temporary directory).
     #[arg(long, env = "NIGHTCAP_TESTCLUSTER_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Run pods as runc containers from present images (`--image`); needs root.
+    #[arg(long, env = "NIGHTCAP_TESTCLUSTER_RUNC")]
+    runc: bool,
+    /// The runc binary for `--runc`.
+    #[arg(long, env = "NIGHTCAP_TESTCLUSTER_RUNC_BINARY", default_value = "runc")]
+    runc_binary: PathBuf,
+    /// A present image for `--runc`: `REF=BUNDLE_DIR` (an unpacked bundle, as `umoci unpack`).
+    #[arg(long = "image", env = "NIGHTCAP_TESTCLUSTER_IMAGES", value_delimiter = ',', value_parser = parse_image)]
+    images: Vec<(String, PathBuf)>,
+    /// Give non-hostNetwork pods real network namespaces (NetnsPod); needs root.
+    #[arg(long, env = "NIGHTCAP_TESTCLUSTER_NETNS_SANDBOXES")]
+    netns_sandboxes: bool,
+    /// RBAC YAML files (Roles, ClusterRoles, bindings; multi-document) added to the policy.
+    #[arg(
+        long = "rbac",
+        env = "NIGHTCAP_TESTCLUSTER_RBAC",
+        value_delimiter = ','
+    )]
+    rbac: Vec<PathBuf>,
+    /// Write a kubeconfig for a ServiceAccount: `NAMESPACE/NAME=PATH`.
+    #[arg(long = "sa-kubeconfig", env = "NIGHTCAP_TESTCLUSTER_SA_KUBECONFIGS", value_delimiter = ',', value_parser = parse_sa_kubeconfig)]
+    sa_kubeconfigs: Vec<(String, String, PathBuf)>,
+}
+
+fn parse_image(s: &str) -> Result<(String, PathBuf), String> {
+    let (image, dir) = s
+        .split_once('=')
+        .filter(|(i, d)| !i.is_empty() && !d.is_empty())
+        .ok_or_else(|| format!("expected REF=BUNDLE_DIR, got {s:?}"))?;
+    Ok((image.to_string(), PathBuf::from(dir)))
+}
+
+fn parse_sa_kubeconfig(s: &str) -> Result<(String, String, PathBuf), String> {
+    let (account, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAMESPACE/NAME=PATH, got {s:?}"))?;
+    let (ns, name) = account
+        .split_once('/')
+        .filter(|(n, a)| !n.is_empty() && !a.is_empty() && !path.is_empty())
+        .ok_or_else(|| format!("expected NAMESPACE/NAME=PATH, got {s:?}"))?;
+    Ok((ns.to_string(), name.to_string(), PathBuf::from(path)))
 }
 
 fn node_name(i: usize) -> String {
@@ -86,7 +133,15 @@ async fn main() -> anyhow::Result<()> {
         anonymous_user: args.insecure_http.then(|| "admin".to_string()),
         ..ServerOptions::default()
     };
-    let server = ApiServer::start_with(policy(&args.users), opts)
+    let mut policy = policy(&args.users);
+    for path in &args.rbac {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        policy = policy
+            .with_rbac_yaml(&text)
+            .map_err(|e| anyhow::anyhow!("loading RBAC from {}: {e}", path.display()))?;
+    }
+    let server = ApiServer::start_with(policy, opts)
         .await
         .context("starting the API test server")?;
     for path in &args.crds {
@@ -108,12 +163,32 @@ async fn main() -> anyhow::Result<()> {
             tmp.path().to_path_buf()
         }
     };
+    let runtime = if args.runc {
+        let mut r = RuncRuntime::new().binary(&args.runc_binary);
+        for (image, dir) in &args.images {
+            anyhow::ensure!(
+                dir.join("config.json").is_file(),
+                "--image {image}={}: not a bundle (no config.json)",
+                dir.display()
+            );
+            r = r.image(image, dir);
+        }
+        Runtime::Runc(r)
+    } else {
+        anyhow::ensure!(args.images.is_empty(), "--image needs --runc");
+        Runtime::Process
+    };
+    let sandboxes = args.netns_sandboxes.then(|| {
+        Arc::new(NetnsSandboxes::default()) as Arc<dyn nightcap_testcluster::SandboxProvider>
+    });
     let mut kubelets = Vec::new();
     for i in 0..args.nodes {
         let name = node_name(i);
         let opts = KubeletOptions {
             state_dir: Some(state_dir.join(&name)),
             accept_unpinned: i == 0,
+            runtime: runtime.clone(),
+            sandboxes: sandboxes.clone(),
             ..KubeletOptions::default()
         };
         kubelets.push(
@@ -144,7 +219,33 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for (ns, name, path) in &args.sa_kubeconfigs {
+        let text = server
+            .service_account_kubeconfig(ns, name)
+            .context("building a service account kubeconfig")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "kubeconfig of serviceaccount {ns}/{name}: {}",
+            path.display()
+        );
+    }
     println!("pod state: {}", state_dir.display());
+    match &runtime {
+        Runtime::Runc(r) => {
+            println!(
+                "runtime: runc ({}), state {}/<node>/runc",
+                r.binary.display(),
+                state_dir.display()
+            );
+            for (image, dir) in &r.images {
+                println!("image {image}: {}", dir.display());
+            }
+        }
+        Runtime::Process => println!("runtime: local processes"),
+    }
+    if args.netns_sandboxes {
+        println!("pod sandboxes: network namespaces (ip netns list)");
+    }
     println!("Press Ctrl-C (or send SIGTERM) to stop.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

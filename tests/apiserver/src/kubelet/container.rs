@@ -1,4 +1,4 @@
-//! Running a pod's first container as a local process: argv from `command` + `args` (the image
+//! Process mode: running a pod's first container as a local process: argv from `command` + `args` (the image
 //! is ignored), environment with the downward API, Secret/ConfigMap references and `$(VAR)`
 //! expansion, its own process group, optionally inside the pod sandbox's network namespace.
 
@@ -11,9 +11,10 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret};
-use kube::Api;
+use kube::{Api, ResourceExt};
 use serde_json::Value;
 
+use super::Ctx;
 use crate::error::{Error, Result};
 
 /// What the container process sees of its pod.
@@ -338,6 +339,73 @@ pub(crate) fn spawn(l: &Launch) -> Result<tokio::process::Child> {
             what: format!("starting {}", l.argv[0]),
             source,
         })
+}
+
+/// Everything a process-mode container needs: pod directory, kubeconfig, environment, argv.
+pub(crate) async fn prepare(
+    ctx: &Ctx,
+    pod: &Pod,
+    view: &PodView,
+    dir: &Path,
+    netns: Option<PathBuf>,
+) -> crate::Result<Launch> {
+    let c = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .ok_or_else(|| crate::Error::Config("pod has no containers".into()))?;
+    std::fs::create_dir_all(dir.join("logs")).map_err(|source| crate::Error::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })?;
+    let ns = pod.namespace().unwrap_or_default();
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let token = ctx.shared.service_account_token(&ns, &sa);
+    if let Some(ns_path) = &netns {
+        std::fs::write(dir.join("netns"), ns_path.to_string_lossy().as_bytes()).map_err(
+            |source| crate::Error::Io {
+                what: format!("writing {}/netns", dir.display()),
+                source,
+            },
+        )?;
+    }
+    let kubeconfig = dir.join("kubeconfig");
+    write_kubeconfig(
+        &kubeconfig,
+        &ctx.server_url,
+        ctx.ca_pem.as_deref(),
+        &token,
+        &ns,
+    )?;
+    let mut env = std::collections::BTreeMap::new();
+    env.insert(
+        "PATH".to_string(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+    );
+    env.insert("HOME".to_string(), dir.to_string_lossy().into_owned());
+    env.insert("HOSTNAME".to_string(), pod.name_any());
+    env.insert(
+        "KUBECONFIG".to_string(),
+        kubeconfig.to_string_lossy().into_owned(),
+    );
+    env.insert("KUBERNETES_SERVICE_HOST".to_string(), "127.0.0.1".into());
+    env.insert(
+        "KUBERNETES_SERVICE_PORT".to_string(),
+        ctx.server_port().to_string(),
+    );
+    env.extend(environment(&ctx.client, view, c).await?);
+    let argv = argv(pod, &env, &ctx.opts.binaries)?;
+    Ok(Launch {
+        argv,
+        env,
+        workdir: dir.to_path_buf(),
+        log: dir.join("logs").join(format!("{}.log", c.name)),
+        netns,
+    })
 }
 
 /// A kubeconfig for the pod's service account (the test stand-in for the mounted token).

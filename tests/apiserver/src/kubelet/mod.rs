@@ -1,18 +1,22 @@
-//! [`FakeKubelet`]: one fake node. Registers its Node and Lease, runs the pods bound to it as
-//! local processes (see `pods`), and runs a minimal Job controller for Jobs pinned to it (see
-//! `jobs`). Several kubelets can share one machine and one [`ApiServer`].
+//! [`FakeKubelet`]: one fake node. Registers its Node and Lease, runs the pods bound to it (see
+//! `pods`) as local processes or, with [`Runtime::Runc`], as runc containers (see `runc`), and
+//! runs a minimal Job controller for Jobs pinned to it (see `jobs`). Several kubelets can share
+//! one machine and one [`ApiServer`].
 
-mod container;
+pub(crate) mod container;
 mod jobs;
 mod node;
 mod pods;
+mod runc;
+mod runtime;
 mod sandbox;
+mod service_proxy;
 mod status;
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -20,6 +24,7 @@ use std::{
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+pub use runtime::{RuncRuntime, Runtime};
 pub use sandbox::{NetnsSandboxes, PodRef, Sandbox, SandboxProvider};
 
 use crate::{
@@ -52,6 +57,8 @@ pub struct KubeletOptions {
     pub heartbeat: Duration,
     /// Also run Jobs whose pods are not pinned to any node (set on at most one kubelet).
     pub accept_unpinned: bool,
+    /// How containers run: local processes (default) or [`Runtime::Runc`].
+    pub runtime: Runtime,
 }
 
 impl Default for KubeletOptions {
@@ -67,18 +74,28 @@ impl Default for KubeletOptions {
             job_backoff: Duration::from_secs(1),
             heartbeat: Duration::from_secs(10),
             accept_unpinned: false,
+            runtime: Runtime::Process,
         }
     }
 }
 
-/// Process ids of running containers, by pod uid (so Drop can kill them synchronously).
-pub(crate) type Pids = Arc<Mutex<HashMap<String, i32>>>;
+/// A running container: its process (the container process, or `runc run`) and, in runc
+/// mode, the runc container.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    pub pid: i32,
+    pub runc: Option<runc::RuncContainer>,
+}
+
+/// Running containers by pod uid (so Drop can kill them synchronously).
+pub(crate) type Pids = Arc<Mutex<HashMap<String, Running>>>;
 
 /// A fake kubelet (RAII): its containers are killed and its tasks stopped when dropped.
 pub struct FakeKubelet {
     node: String,
     state_dir: PathBuf,
     pids: Pids,
+    runc: bool,
     tasks: Vec<JoinHandle<()>>,
     client: kube::Client,
     _tmp: Option<tempfile::TempDir>,
@@ -99,22 +116,62 @@ impl Drop for FakeKubelet {
             t.abort();
         }
         kill_all(&self.pids);
+        if self.runc {
+            runc::remove_cgroups(&self.node);
+        }
     }
 }
 
+/// Kill every container now: runc containers are killed and deleted (and their overlays
+/// unmounted) before their `runc run` process group gets SIGKILL.
 fn kill_all(pids: &Pids) {
-    let pids: Vec<i32> = pids
+    let running: Vec<Running> = pids
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .values()
-        .copied()
+        .cloned()
         .collect();
-    for pid in pids {
+    for r in running {
+        if let Some(c) = &r.runc {
+            c.kill("KILL", true);
+            c.delete();
+        }
         let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
+            nix::unistd::Pid::from_raw(r.pid),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+}
+
+pub(crate) fn pod_dir(state: &Path, ns: &str, name: &str, uid: &str) -> PathBuf {
+    state.join("pods").join(ns).join(name).join(uid)
+}
+
+/// The directory of the newest pod (by uid) with this name.
+pub(crate) fn newest_dir(state: &Path, ns: &str, name: &str) -> Option<PathBuf> {
+    let dir = state.join("pods").join(ns).join(name);
+    std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()
+        .map(|(_, p)| p)
+}
+
+pub(crate) fn pod_logs(state: &Path, ns: &str, name: &str) -> String {
+    let Some(d) = newest_dir(state, ns, name) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for e in std::fs::read_dir(d.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+    }
+    out
 }
 
 /// What the kubelet's tasks share.
@@ -128,6 +185,17 @@ pub(crate) struct Ctx {
     pub ca_pem: Option<String>,
     pub shared: Arc<Shared>,
     pub pids: Pids,
+}
+
+impl Ctx {
+    /// The API server's port (pods reach it at `127.0.0.1:PORT`).
+    pub(crate) fn server_port(&self) -> u16 {
+        self.server_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default()
+    }
 }
 
 impl FakeKubelet {
@@ -151,6 +219,11 @@ impl FakeKubelet {
             what: format!("creating {}", state_dir.display()),
             source,
         })?;
+        if let Runtime::Runc(r) = &opts.runtime
+            && let Some(why) = r.unavailable()
+        {
+            return Err(Error::Config(format!("kubelet {node_name}: {why}")));
+        }
         let ctx = Ctx {
             node: node_name.to_string(),
             client: client.clone(),
@@ -170,6 +243,7 @@ impl FakeKubelet {
         Ok(Self {
             node: node_name.to_string(),
             state_dir,
+            runc: matches!(ctx.opts.runtime, Runtime::Runc(_)),
             pids: ctx.pids,
             tasks,
             client,
@@ -184,18 +258,18 @@ impl FakeKubelet {
 
     /// Directory of one pod (by uid): working directory, `kubeconfig`, `logs/`.
     pub fn pod_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
-        pods::pod_dir(&self.state_dir, namespace, name, uid)
+        pod_dir(&self.state_dir, namespace, name, uid)
     }
 
     /// Everything the pod's first container wrote to stdout/stderr (newest pod of that name).
     pub fn logs(&self, namespace: &str, name: &str) -> String {
-        pods::logs(&self.state_dir, namespace, name)
+        pod_logs(&self.state_dir, namespace, name)
     }
 
     /// The network namespace (`/var/run/netns/NAME`) of the newest pod with this name, when
     /// its sandbox has one.
     pub fn netns_path(&self, namespace: &str, name: &str) -> Option<PathBuf> {
-        let dir = pods::newest_dir(&self.state_dir, namespace, name)?;
+        let dir = newest_dir(&self.state_dir, namespace, name)?;
         std::fs::read_to_string(dir.join("netns"))
             .ok()
             .map(PathBuf::from)

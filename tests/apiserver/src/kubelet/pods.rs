@@ -4,7 +4,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -21,43 +20,16 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{
-    Ctx,
-    container::{self, Launch, PodView},
+    Ctx, Running,
+    container::{self, PodView},
+    pod_dir,
+    runc::{self, RuncContainer, StartFailure},
+    runtime::Runtime,
     sandbox::{PodRef, Sandbox},
+    service_proxy::{self, ServiceProxy},
     status::{ContainerState, PodStatus, render},
 };
 use crate::time::timestamp;
-
-pub(crate) fn pod_dir(state: &Path, ns: &str, name: &str, uid: &str) -> PathBuf {
-    state.join("pods").join(ns).join(name).join(uid)
-}
-
-/// The directory of the newest pod (by uid) with this name.
-pub(crate) fn newest_dir(state: &Path, ns: &str, name: &str) -> Option<PathBuf> {
-    let dir = state.join("pods").join(ns).join(name);
-    std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .max()
-        .map(|(_, p)| p)
-}
-
-pub(crate) fn logs(state: &Path, ns: &str, name: &str) -> String {
-    let Some(d) = newest_dir(state, ns, name) else {
-        return String::new();
-    };
-    let mut out = String::new();
-    for e in std::fs::read_dir(d.join("logs"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
-    }
-    out
-}
 
 enum Ev {
     Apply(Box<Pod>),
@@ -67,6 +39,7 @@ enum Ev {
         generation: u64,
         code: i32,
         signal: Option<i32>,
+        start_error: Option<String>,
     },
     Restart {
         uid: String,
@@ -81,8 +54,12 @@ enum Ev {
 struct PodRt {
     pod: Pod,
     sandbox: Option<Box<dyn Sandbox>>,
+    _api_proxy: Option<ServiceProxy>,
     ips: Vec<String>,
     pid: Option<i32>,
+    runc: Option<RuncContainer>,
+    container_id: String,
+    image_id: String,
     generation: u64,
     restart_count: i32,
     started_at: String,
@@ -165,7 +142,8 @@ pub(crate) async fn run(ctx: Ctx) {
                     generation,
                     code,
                     signal,
-                } => w.on_exit(&uid, generation, code, signal).await,
+                    start_error,
+                } => w.on_exit(&uid, generation, code, signal, start_error).await,
                 Ev::Restart { uid, generation } => w.on_restart(&uid, generation).await,
                 Ev::Kill { uid, generation } => w.on_kill(&uid, generation),
             }
@@ -184,6 +162,28 @@ fn phase(p: &Pod) -> &str {
 
 fn signal_group(pid: i32, sig: Signal) {
     let _ = nix::sys::signal::killpg(Pid::from_raw(pid), sig);
+}
+
+/// Signal a running container: `runc kill` in runc mode (KILL reaches all its processes),
+/// else the process group.
+fn stop(rt: &PodRt, sig: Signal) {
+    match (&rt.runc, rt.pid) {
+        (Some(c), Some(_)) => {
+            let c = c.clone();
+            let kill = sig == Signal::SIGKILL;
+            tokio::task::spawn_blocking(move || c.kill(if kill { "KILL" } else { "TERM" }, kill));
+        }
+        (None, Some(pid)) => signal_group(pid, sig),
+        _ => {}
+    }
+}
+
+/// A started container as the worker tracks it.
+struct Spawned {
+    child: tokio::process::Child,
+    runc: Option<RuncContainer>,
+    container_id: String,
+    image_id: String,
 }
 
 impl Worker {
@@ -212,9 +212,7 @@ impl Worker {
             Some(rt) if rt.pid.is_some() => {
                 if !rt.terminating {
                     rt.terminating = true;
-                    if let Some(pid) = rt.pid {
-                        signal_group(pid, Signal::SIGTERM);
-                    }
+                    stop(rt, Signal::SIGTERM);
                     let (tx, generation, uid) = (self.tx.clone(), rt.generation, uid.to_string());
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_secs(grace)).await;
@@ -248,9 +246,7 @@ impl Worker {
 
     fn on_gone(&mut self, uid: &str) {
         if let Some(rt) = self.pods.remove(uid) {
-            if let Some(pid) = rt.pid {
-                signal_group(pid, Signal::SIGKILL);
-            }
+            stop(&rt, Signal::SIGKILL);
             self.ctx
                 .pids
                 .lock()
@@ -260,10 +256,8 @@ impl Worker {
     }
 
     fn on_kill(&mut self, uid: &str, generation: u64) {
-        if let Some(rt) = self.pods.get(uid).filter(|rt| rt.generation == generation)
-            && let Some(pid) = rt.pid
-        {
-            signal_group(pid, Signal::SIGKILL);
+        if let Some(rt) = self.pods.get(uid).filter(|rt| rt.generation == generation) {
+            stop(rt, Signal::SIGKILL);
         }
     }
 
@@ -275,8 +269,12 @@ impl Worker {
         let mut rt = PodRt {
             pod: pod.clone(),
             sandbox: None,
+            _api_proxy: None,
             ips: vec![self.ctx.opts.node_ip.to_string()],
             pid: None,
+            runc: None,
+            container_id: String::new(),
+            image_id: String::new(),
             generation: 0,
             restart_count: 0,
             started_at: now.clone(),
@@ -296,6 +294,13 @@ impl Worker {
                     let mut ips = sb.ips();
                     ips.sort_by_key(|ip| ip.is_ipv6());
                     rt.ips = ips.iter().map(ToString::to_string).collect();
+                    if let Some(ns) = sb.netns_path() {
+                        match service_proxy::start(&ns, self.ctx.server_port()) {
+                            Ok(p) => rt._api_proxy = Some(p),
+                            Err(e) => tracing::warn!(pod = %r.name, error = %e,
+                                "The API server is not reachable from the pod's network namespace."),
+                        }
+                    }
                     rt.sandbox = Some(sb);
                 }
                 Err(e) => {
@@ -326,53 +331,119 @@ impl Worker {
             host_ip: self.ctx.opts.node_ip.to_string(),
         };
         let netns = rt.sandbox.as_ref().and_then(|s| s.netns_path());
-        let result = self
-            .prepare(&pod, &view, &dir, netns)
-            .await
-            .and_then(|l| container::spawn(&l));
+        let generation = rt.generation + 1;
+        let (container_id, result) = match &self.ctx.opts.runtime {
+            Runtime::Process => (
+                format!("fake://{uid}-{generation}"),
+                container::prepare(&self.ctx, &pod, &view, &dir, netns)
+                    .await
+                    .and_then(|l| container::spawn(&l))
+                    .map(|child| Spawned {
+                        child,
+                        runc: None,
+                        container_id: format!("fake://{uid}-{generation}"),
+                        image_id: String::new(),
+                    })
+                    .map_err(StartFailure::Error),
+            ),
+            Runtime::Runc(r) => {
+                let id = format!("{uid}-{generation}");
+                (
+                    format!("runc://{id}"),
+                    runc::start(&self.ctx, r, &pod, &view, &dir, netns, &id)
+                        .await
+                        .map(|s| Spawned {
+                            child: s.child,
+                            runc: Some(s.container),
+                            container_id: format!("runc://{id}"),
+                            image_id: s.image_id,
+                        }),
+                )
+            }
+        };
         let now = timestamp(Timestamp::now());
         let Some(rt) = self.pods.get_mut(uid) else {
             return;
         };
-        rt.generation += 1;
         match result {
-            Ok(mut child) => {
+            Ok(Spawned {
+                mut child,
+                runc,
+                container_id,
+                image_id,
+            }) => {
+                rt.generation = generation;
                 let pid = child.id().map(|p| p as i32);
                 rt.pid = pid;
+                rt.runc = runc.clone();
+                rt.container_id = container_id;
+                rt.image_id = image_id;
                 rt.started_at = now.clone();
                 if let Some(pid) = pid {
                     self.ctx
                         .pids
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(uid.to_string(), pid);
+                        .insert(
+                            uid.to_string(),
+                            Running {
+                                pid,
+                                runc: runc.clone(),
+                            },
+                        );
                 }
-                let (tx, generation, uid2) = (self.tx.clone(), rt.generation, uid.to_string());
+                let (tx, uid2) = (self.tx.clone(), uid.to_string());
                 tokio::spawn(async move {
                     use std::os::unix::process::ExitStatusExt;
-                    let (code, signal) = match child.wait().await {
+                    let (mut code, mut signal) = match child.wait().await {
                         Ok(st) => match st.signal() {
                             Some(sig) => (128 + sig, Some(sig)),
                             None => (st.code().unwrap_or(1), None),
                         },
                         Err(_) => (1, None),
                     };
-                    let _ = tx
-                        .send(Ev::Exited {
-                            uid: uid2,
-                            generation,
-                            code,
-                            signal,
-                        })
-                        .await;
+                    let mut start_error = None;
+                    if let Some(c) = runc {
+                        // runc reports a container killed by signal N as exit code 128+N.
+                        if (129..=128 + 64).contains(&code) {
+                            signal = signal.or(Some(code - 128));
+                        }
+                        start_error = (code != 0).then(|| c.start_error()).flatten();
+                        if start_error.is_some() {
+                            code = 128;
+                        }
+                        let _ = tokio::task::spawn_blocking(move || c.delete()).await;
+                    }
+                    let ev = Ev::Exited {
+                        uid: uid2,
+                        generation,
+                        code,
+                        signal,
+                        start_error,
+                    };
+                    let _ = tx.send(ev).await;
                 });
                 self.write_status(uid, "Running", ContainerState::Running { started_at: now })
                     .await;
             }
-            Err(e) => {
+            Err(StartFailure::Waiting { reason, message }) => {
+                tracing::warn!(pod = %name, reason, %message, "Container not created.");
+                let phase = if rt.restart_count == 0 {
+                    "Pending"
+                } else {
+                    "Running"
+                };
+                let state = ContainerState::Waiting {
+                    reason: reason.into(),
+                    message,
+                };
+                self.write_status(uid, phase, state).await;
+            }
+            Err(StartFailure::Error(e)) => {
                 tracing::warn!(pod = %name, error = %e, "Container start failed.");
+                rt.generation = generation;
+                rt.container_id = container_id;
                 let msg = e.to_string();
-                let generation = rt.generation;
                 rt.started_at = now.clone();
                 if self
                     .tx
@@ -381,92 +452,24 @@ impl Worker {
                         generation,
                         code: 128,
                         signal: None,
+                        start_error: Some(msg),
                     })
                     .is_err()
                 {
                     tracing::warn!(pod = %name, "Kubelet event queue full; the start failure is not recorded.");
                 }
-                if let Some(rt) = self.pods.get_mut(uid) {
-                    rt.last_state = Some(ContainerState::Waiting {
-                        reason: "StartError".into(),
-                        message: msg,
-                    });
-                }
             }
         }
     }
 
-    async fn prepare(
-        &self,
-        pod: &Pod,
-        view: &PodView,
-        dir: &Path,
-        netns: Option<PathBuf>,
-    ) -> crate::Result<Launch> {
-        let c = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.first())
-            .ok_or_else(|| crate::Error::Config("pod has no containers".into()))?;
-        std::fs::create_dir_all(dir.join("logs")).map_err(|source| crate::Error::Io {
-            what: format!("creating {}", dir.display()),
-            source,
-        })?;
-        let ns = pod.namespace().unwrap_or_default();
-        let sa = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.service_account_name.clone())
-            .unwrap_or_else(|| "default".into());
-        let token = self.ctx.shared.service_account_token(&ns, &sa);
-        if let Some(ns_path) = &netns {
-            std::fs::write(dir.join("netns"), ns_path.to_string_lossy().as_bytes()).map_err(
-                |source| crate::Error::Io {
-                    what: format!("writing {}/netns", dir.display()),
-                    source,
-                },
-            )?;
-        }
-        let kubeconfig = dir.join("kubeconfig");
-        container::write_kubeconfig(
-            &kubeconfig,
-            &self.ctx.server_url,
-            self.ctx.ca_pem.as_deref(),
-            &token,
-            &ns,
-        )?;
-        let mut env = std::collections::BTreeMap::new();
-        env.insert(
-            "PATH".to_string(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
-        );
-        env.insert("HOME".to_string(), dir.to_string_lossy().into_owned());
-        env.insert("HOSTNAME".to_string(), pod.name_any());
-        env.insert(
-            "KUBECONFIG".to_string(),
-            kubeconfig.to_string_lossy().into_owned(),
-        );
-        let port = self
-            .ctx
-            .server_url
-            .rsplit(':')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        env.insert("KUBERNETES_SERVICE_HOST".to_string(), "127.0.0.1".into());
-        env.insert("KUBERNETES_SERVICE_PORT".to_string(), port);
-        env.extend(container::environment(&self.ctx.client, view, c).await?);
-        let argv = container::argv(pod, &env, &self.ctx.opts.binaries)?;
-        Ok(Launch {
-            argv,
-            env,
-            workdir: dir.to_path_buf(),
-            log: dir.join("logs").join(format!("{}.log", c.name)),
-            netns,
-        })
-    }
-
-    async fn on_exit(&mut self, uid: &str, generation: u64, code: i32, signal: Option<i32>) {
+    async fn on_exit(
+        &mut self,
+        uid: &str,
+        generation: u64,
+        code: i32,
+        signal: Option<i32>,
+        start_error: Option<String>,
+    ) {
         let backoff = self.ctx.opts.restart_backoff;
         let Some(rt) = self
             .pods
@@ -476,18 +479,14 @@ impl Worker {
             return;
         };
         rt.pid = None;
+        rt.runc = None;
         self.ctx
             .pids
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
         let now = timestamp(Timestamp::now());
-        let message = match &rt.last_state {
-            Some(ContainerState::Waiting { reason, message }) if reason == "StartError" => {
-                message.clone()
-            }
-            _ => String::new(),
-        };
+        let message = start_error.unwrap_or_default();
         let reason = if !message.is_empty() {
             "StartError"
         } else if code == 0 {
@@ -562,11 +561,8 @@ impl Worker {
             phase,
             container: c.map(|c| c.name.clone()).unwrap_or_default(),
             image: c.and_then(|c| c.image.clone()).unwrap_or_default(),
-            container_id: if rt.generation > 0 {
-                format!("fake://{uid}-{}", rt.generation)
-            } else {
-                String::new()
-            },
+            container_id: rt.container_id.clone(),
+            image_id: rt.image_id.clone(),
             state,
             last_state: rt
                 .last_state

@@ -29,6 +29,7 @@ pub(crate) struct PodStatus {
     pub container: String,
     pub image: String,
     pub container_id: String,
+    pub image_id: String,
     pub state: ContainerState,
     pub last_state: Option<ContainerState>,
     pub restart_count: i32,
@@ -91,7 +92,7 @@ pub(crate) fn render(s: &PodStatus) -> Value {
     let mut cs = json!({
         "name": s.container,
         "image": s.image,
-        "imageID": "",
+        "imageID": s.image_id,
         "containerID": s.container_id,
         "ready": running,
         "started": running,

@@ -278,6 +278,34 @@ impl ApiServer {
         })
     }
 
+    /// A kubeconfig that authenticates only as service account `namespace/name` (default
+    /// namespace: its own), for a process that must run as that account, like a Deployment's
+    /// pod would. Adds the account to the policy (with no rules) if needed.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<String> {
+        let token = self.service_account_token(namespace, name);
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        let doc = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "testcluster", "cluster": self.cluster_entry()}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": user, "context": {"cluster": "testcluster", "user": user, "namespace": namespace}}],
+            "current-context": user,
+            "preferences": {},
+        });
+        serde_yaml::to_string(&doc).map_err(|e| Error::Config(format!("kubeconfig: {e}")))
+    }
+
+    fn cluster_entry(&self) -> serde_json::Value {
+        let mut cluster = json!({"server": self.url()});
+        if let Some(pem) = self.ca_pem() {
+            use base64::Engine;
+            cluster["certificate-authority-data"] =
+                json!(base64::engine::general_purpose::STANDARD.encode(pem));
+        }
+        cluster
+    }
+
     /// The kubeconfig text with `current` as the current context.
     pub fn kubeconfig_yaml(&self, current: &str) -> Result<String> {
         let policy = self.policy();
@@ -291,16 +319,10 @@ impl ApiServer {
             .iter()
             .map(|u| json!({"name": u.name, "context": {"cluster": "testcluster", "user": u.name, "namespace": "default"}}))
             .collect();
-        let mut cluster = json!({"server": self.url()});
-        if let Some(pem) = self.ca_pem() {
-            use base64::Engine;
-            cluster["certificate-authority-data"] =
-                json!(base64::engine::general_purpose::STANDARD.encode(pem));
-        }
         let doc = json!({
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "testcluster", "cluster": cluster}],
+            "clusters": [{"name": "testcluster", "cluster": self.cluster_entry()}],
             "users": users,
             "contexts": contexts,
             "current-context": current,
