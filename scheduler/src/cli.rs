@@ -17,6 +17,7 @@ use crate::{
     job::JobConfig,
     leader::{LeaderElector, LeaseSettings, run_while_leader},
     metrics::Metrics,
+    own_image::{CaptureImage, ImageSource, OwnPodArgs},
     plan::{PlanConfig, Planner},
 };
 
@@ -38,19 +39,18 @@ pub struct SchedulerArgs {
     /// Leader election settings.
     #[command(flatten)]
     pub leader: LeaderArgs,
+    /// The scheduler's own Pod (its image is the default capture image).
+    #[command(flatten)]
+    pub own_pod: OwnPodArgs,
 }
 
 /// How capture Jobs look.
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobArgs {
-    /// Image of capture Jobs (the nightcap image).
-    #[arg(
-        long,
-        env = "NIGHTCAP_CAPTURE_IMAGE",
-        default_value = "ghcr.io/nightcap-dev/nightcap:latest"
-    )]
-    pub capture_image: String,
-    /// imagePullPolicy of capture Jobs (Always, IfNotPresent, Never).
+    /// Image of capture Jobs (default: the scheduler's own, see --pod-name).
+    #[arg(long, env = "NIGHTCAP_CAPTURE_IMAGE")]
+    pub capture_image: Option<String>,
+    /// imagePullPolicy of capture Jobs (default: the own image's, else unset).
     #[arg(long, env = "NIGHTCAP_CAPTURE_IMAGE_PULL_POLICY")]
     pub capture_image_pull_policy: Option<String>,
     /// Path of the nightcap binary in the image.
@@ -142,12 +142,21 @@ pub struct LeaderArgs {
 }
 
 impl SchedulerArgs {
-    /// The capture Job settings.
-    pub fn job_config(&self) -> JobConfig {
+    /// Where the capture image comes from (an error if nothing names one).
+    pub fn capture_image_source(&self) -> Result<ImageSource> {
+        ImageSource::from_args(
+            self.jobs.capture_image.as_deref(),
+            self.jobs.capture_image_pull_policy.as_deref(),
+            &self.own_pod,
+        )
+    }
+
+    /// The capture Job settings, with the resolved capture image.
+    pub fn job_config(&self, image: CaptureImage) -> JobConfig {
         let j = &self.jobs;
         JobConfig {
-            image: j.capture_image.clone(),
-            image_pull_policy: j.capture_image_pull_policy.clone(),
+            image: image.image,
+            image_pull_policy: image.pull_policy,
             program: j.capture_program.clone(),
             service_account: j.capture_service_account.clone(),
             storage_secret: j.storage_secret.clone(),
@@ -195,7 +204,9 @@ pub async fn run(
     args: SchedulerArgs,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<()> {
+    let image_source = args.capture_image_source()?;
     let client = Client::try_default().await.map_err(Error::Client)?;
+    let capture_image = image_source.resolve(&client).await?;
     let metrics = Arc::new(Metrics::new());
     let (captures_tx, captures_rx) = watch::channel(None);
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -216,7 +227,7 @@ pub async fn run(
     });
     let settings = ControllerSettings {
         planner: Planner::new(args.plan_config()),
-        jobs: args.job_config(),
+        jobs: args.job_config(capture_image),
         instance: Some(args.identity()),
         debounce: args.debounce,
     };

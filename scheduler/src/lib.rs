@@ -7,6 +7,7 @@
 //! - [`controller`]: the kube-rs controller that reads Pods, Nodes and Jobs into facts, feeds
 //!   the planner and applies its actions.
 //! - [`leader`]: leader election on a Lease, so exactly one replica acts.
+//! - [`own_image`]: the capture Jobs' default image, the scheduler's own (read from its Pod).
 //! - [`cli`]: `nightcap scheduler` (flags, `/metrics`, `/healthz`).
 //!
 //! `nightcap local` (crate `nightcap-local`) runs the same planner over facts it builds itself,
@@ -23,6 +24,7 @@ pub mod job;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod own_image;
 pub mod plan;
 
 pub use cli::{SchedulerArgs, run_blocking};

@@ -5,6 +5,8 @@
 //! - [`NatsServer`] — a real `nats-server` 2.15 with JetStream on a reserved port and a temp store;
 //!   stop/restart keep port and store.
 //! - [`S3Server`] — s3s-fs in-process with SigV4 verification, a temp root and a bucket.
+//! - [`OciImage`] — the nightcap image built by `cli/image/build.sh` from a given binary: an OCI
+//!   layout and its unpacked runtime bundle. Needs root, `umoci` and `runc`.
 //! - [`util`] — free/reserved ports, unique names, [`util::require_root`].
 //!
 //! Every guard cleans up on drop, also when the test panics, and is safe to use from tests
@@ -15,12 +17,14 @@
 //! but loopback and the namespaces it creates.
 
 mod error;
+pub mod image;
 pub mod nats;
 pub mod netns;
 pub mod s3;
 pub mod util;
 
 pub use error::{Error, Result};
+pub use image::OciImage;
 pub use nats::{NatsServer, NatsServerBuilder};
 pub use netns::{
     NetnsPod, NetnsPodBuilder,
