@@ -27,7 +27,7 @@ mod writer;
 use std::{net::IpAddr, path::Path};
 
 pub use capture::{Capture, CaptureOptions, Summary, TargetId};
-pub use cli::{CaptureArgs, KubeArgs};
+pub use cli::{Attach, CaptureArgs, KubeArgs};
 pub use engine::{EngineStats, FileIdentity, StopReason};
 pub use target::{TargetMeta, TargetSpec};
 
@@ -100,6 +100,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The capability whose absence caused this error, if a permission check failed: the
+    /// error repeats until the process is given it.
+    pub fn missing_capability(&self) -> Option<&'static str> {
+        match self {
+            Self::Target { source, .. } | Self::Kernel(source) => source.missing_capability(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
         Self::Io {
             action,
