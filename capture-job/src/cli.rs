@@ -106,7 +106,7 @@ pub struct CaptureArgs {
 pub enum Attach {
     /// The node's interface that carries the pod's packets (host side of its veth, bridge
     /// port, or the interface holding the IP), in the process's own network namespace: no
-    /// namespace is entered. Needs NET_RAW and BPF, and the node's network namespace
+    /// namespace is entered. Needs NET_RAW, BPF and PERFMON, and the node's network namespace
     /// (`hostNetwork: true`).
     #[default]
     Host,

@@ -174,14 +174,21 @@ fn label_for(path: &Path) -> String {
 }
 
 /// Candidate namespace files: named namespaces first, then every process's; one per inode.
-fn candidates() -> Vec<PathBuf> {
+/// Also the first file the process was not allowed to look at (a missing capability).
+fn candidates() -> (Vec<PathBuf>, Option<(PathBuf, nightcap_ebpf::Error)>) {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    let mut push = |p: PathBuf| {
-        if let Ok(ino) = netns::inode(&p)
-            && seen.insert(ino)
-        {
-            out.push(p);
+    let mut refused = None;
+    let mut push = |p: PathBuf| match netns::inode(&p) {
+        Ok(ino) => {
+            if seen.insert(ino) {
+                out.push(p);
+            }
+        }
+        Err(e) => {
+            if e.missing_capability().is_some() && refused.is_none() {
+                refused = Some((p, e));
+            }
         }
     };
     if let Ok(dir) = std::fs::read_dir(netns::NAMED_NETNS_DIR) {
@@ -199,7 +206,7 @@ fn candidates() -> Vec<PathBuf> {
             push(PathBuf::from(format!("/proc/{pid}/ns/net")));
         }
     }
-    out
+    (out, refused)
 }
 
 /// Finds the namespace and interface holding `ip`, scanning `/var/run/netns/*` and
@@ -207,8 +214,8 @@ fn candidates() -> Vec<PathBuf> {
 pub fn find_by_ip(ip: IpAddr) -> Result<ResolvedTarget> {
     let own = netns::inode(Path::new("/proc/self/ns/net")).ok();
     let mut found = Vec::new();
-    let mut refused = None;
-    for path in candidates() {
+    let (candidates, mut refused) = candidates();
+    for path in candidates {
         let is_own = own.is_some() && netns::inode(&path).ok() == own;
         let ifaces = match netns::run_in(if is_own { None } else { Some(&path) }, netns::interfaces)
         {

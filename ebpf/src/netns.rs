@@ -81,7 +81,7 @@ where
 pub fn inode(path: &Path) -> Result<u64> {
     std::fs::metadata(path)
         .map(|m| m.ino())
-        .map_err(|e| Error::sys(format!("stat {}", path.display()), e))
+        .map_err(|e| Error::sys_or_permission(format!("stat {}", path.display()), NEEDS_PTRACE, e))
 }
 
 /// Interfaces of the calling thread's namespace and their addresses.

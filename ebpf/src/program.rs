@@ -30,6 +30,11 @@ const SIDE_EITHER: u8 = 3;
 const CFG_PEER: u32 = 1;
 /// What a missing `CAP_BPF` is reported as.
 const NEEDS_BPF: &str = "CAP_BPF (the eBPF socket filter is loaded with bpf(2); grant BPF)";
+/// What the verifier refusing the program for lack of `CAP_PERFMON` is reported as: without it
+/// the verifier checks as for unprivileged programs (no pointer comparisons or leaks, Spectre
+/// v1 masking) and refuses this program with EACCES.
+const NEEDS_PERFMON: &str =
+    "CAP_PERFMON (the verifier accepts the filter only in its privileged mode; grant PERFMON)";
 
 /// `struct nc_atom` (44 bytes, no padding).
 #[repr(C)]
@@ -202,9 +207,35 @@ impl Filter {
                 },
             })?;
         let program = socket_filter(&mut ebpf)?;
-        program
-            .load()
-            .map_err(|source| match crate::permission_in(&source) {
+        program.load().map_err(|source| {
+            let refused = crate::permission_in(&source);
+            let verifier = match &source {
+                ProgramError::LoadError { verifier_log, .. } => verifier_log
+                    .to_string()
+                    .lines()
+                    .rev()
+                    .find(|l| {
+                        let l = l.trim();
+                        !l.is_empty()
+                            && !["processed ", "stack depth", "verification time"]
+                                .iter()
+                                .any(|p| l.starts_with(p))
+                    })
+                    .map(str::to_owned),
+                _ => None,
+            };
+            match refused {
+                // EACCES with a verifier log: the verifier refused it in unprivileged mode.
+                Some(e) if e.raw_os_error() == Some(libc::EACCES) && verifier.is_some() => {
+                    Error::Permission {
+                        action: format!(
+                            "loading the eBPF socket filter (BPF_PROG_LOAD; verifier: {})",
+                            verifier.unwrap_or_default()
+                        ),
+                        needs: NEEDS_PERFMON,
+                        source: e,
+                    }
+                }
                 Some(e) => Error::Permission {
                     action: "loading the eBPF socket filter (BPF_PROG_LOAD)".into(),
                     needs: NEEDS_BPF,
@@ -214,7 +245,8 @@ impl Filter {
                     context: "loading (the verifier log follows)".into(),
                     source: Box::new(source),
                 },
-            })?;
+            }
+        })?;
         Ok(Self {
             ebpf,
             snaplen,

@@ -17,6 +17,7 @@
 //! |---|---|
 //! | `NET_RAW` | `socket(AF_PACKET, …)` — the packet socket (TPACKET_V3 ring) that reads the packets |
 //! | `BPF` | `bpf(BPF_MAP_CREATE, BPF_PROG_LOAD)` of the eBPF socket filter and its maps; distributions disable unprivileged BPF |
+//! | `PERFMON` | without it the verifier checks the program as an unprivileged one (Spectre v1 pointer-arithmetic rules) and refuses the filter with EACCES |
 //! | `hostNetwork: true`, `dnsPolicy: ClusterFirstWithHostNet` | the pods' host-side interfaces, routes, neighbour and bridge tables are in the node's network namespace; the DNS policy keeps cluster DNS for the API and storage |
 //! | `hostPID: false`, no host path | nothing of other processes is read |
 //! | `allowPrivilegeEscalation: false` | nothing needs to gain privileges (Kubernetes accepts `false` without `SYS_ADMIN`) |
@@ -28,7 +29,7 @@
 //! | setting | why the capture engine needs it |
 //! |---|---|
 //! | `NET_RAW` | the packet socket, as above |
-//! | `SYS_ADMIN` | `setns(fd, CLONE_NEWNET)` into the pod's network namespace; Linux has no narrower capability for `setns`. The kernel also accepts it for `bpf(2)` (`bpf_capable()`), so `BPF` is not added |
+//! | `SYS_ADMIN` | `setns(fd, CLONE_NEWNET)` into the pod's network namespace; Linux has no narrower capability for `setns`. The kernel also accepts it in place of `BPF` and `PERFMON` (`bpf_capable()`, `perfmon_capable()`), so those are not added |
 //! | `SYS_PTRACE` | opening `/proc/<pid>/ns/net` of pod processes that hold capabilities the capture process lacks passes the kernel's ptrace read-access check only with it |
 //! | `hostPID: true` | the netns resolver scans `/proc/*/ns/net` for the pod's IP; only the host PID namespace shows the pods' processes |
 //! | `/var/run/netns` (hostPath, read-only, `HostToContainer`) | the runtime's named network namespaces (containerd, CRI-O); propagation makes namespaces created after the Job started visible |
@@ -92,10 +93,15 @@ pub const HOST_CAPABILITIES: &[(&str, &str)] = &[
         "open the AF_PACKET socket on the pod's host-side interface",
     ),
     ("BPF", "load the eBPF socket filter and its maps"),
+    (
+        "PERFMON",
+        "have the verifier check the filter in its privileged mode (it refuses it otherwise)",
+    ),
 ];
 
 /// Capabilities added in [`CaptureAttach::Netns`] mode (all others are dropped), with the
-/// reason. `SYS_ADMIN` also satisfies the kernel's check for `bpf(2)`, so `BPF` is not listed.
+/// reason. `SYS_ADMIN` also satisfies the kernel's checks for `BPF` and `PERFMON`, so those are
+/// not listed.
 pub const NETNS_CAPABILITIES: &[(&str, &str)] = &[
     (
         "NET_RAW",
@@ -103,7 +109,7 @@ pub const NETNS_CAPABILITIES: &[(&str, &str)] = &[
     ),
     (
         "SYS_ADMIN",
-        "setns() into the pod's network namespace (and bpf(2) for the filter)",
+        "setns() into the pod's network namespace (and, for the kernel, BPF and PERFMON)",
     ),
     (
         "SYS_PTRACE",

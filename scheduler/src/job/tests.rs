@@ -167,7 +167,7 @@ fn job_spec_is_pinned_bounded_and_least_privileged() {
     let caps = sc.capabilities.as_ref().expect("capabilities");
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
     let added = caps.add.clone().expect("added capabilities");
-    assert_eq!(added, ["NET_RAW", "BPF"]);
+    assert_eq!(added, ["NET_RAW", "BPF", "PERFMON"]);
     for forbidden in [
         "SYS_ADMIN",
         "SYS_PTRACE",
@@ -307,7 +307,7 @@ fn netns_mode_enters_pod_namespaces_with_what_that_needs() {
 #[test]
 fn each_mode_lists_its_capabilities_with_a_reason() {
     for (attach, want) in [
-        (CaptureAttach::Host, &["NET_RAW", "BPF"][..]),
+        (CaptureAttach::Host, &["NET_RAW", "BPF", "PERFMON"][..]),
         (CaptureAttach::Netns, &["NET_RAW", "SYS_ADMIN", "SYS_PTRACE"][..]),
     ] {
         let caps = capabilities(attach);
