@@ -180,6 +180,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_refused_permission_names_its_capability_through_the_target() {
+        let refused = nightcap_ebpf::Error::Permission {
+            action: "socket(AF_PACKET)".into(),
+            needs: "CAP_NET_RAW (AF_PACKET sockets; grant NET_RAW)",
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        let e = super::Error::Target {
+            target: "host/ncv0".into(),
+            source: refused,
+        };
+        assert_eq!(
+            e.missing_capability(),
+            Some("CAP_NET_RAW (AF_PACKET sockets; grant NET_RAW)")
+        );
+        assert!(e.to_string().contains("the process lacks CAP_NET_RAW"), "{e}");
+        let other = super::Error::PodIpNotFound {
+            ip: "10.0.0.1".parse().expect("ip"),
+        };
+        assert_eq!(other.missing_capability(), None);
+    }
+
     fn nice_of_this_thread() -> i32 {
         nightcap_sys::thread_nice().expect("getpriority")
     }

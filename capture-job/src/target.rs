@@ -214,7 +214,10 @@ fn candidates() -> (Vec<PathBuf>, Option<(PathBuf, nightcap_ebpf::Error)>) {
 pub fn find_by_ip(ip: IpAddr) -> Result<ResolvedTarget> {
     let own = netns::inode(Path::new("/proc/self/ns/net")).ok();
     let mut found = Vec::new();
-    let (candidates, mut refused) = candidates();
+    // A namespace that cannot be entered (setns) is reported before one that cannot be looked
+    // at (/proc/PID/ns/net): without the first, no namespace can be searched at all.
+    let (candidates, not_visible) = candidates();
+    let mut refused = None;
     for path in candidates {
         let is_own = own.is_some() && netns::inode(&path).ok() == own;
         let ifaces = match netns::run_in(if is_own { None } else { Some(&path) }, netns::interfaces)
@@ -245,7 +248,7 @@ pub fn find_by_ip(ip: IpAddr) -> Result<ResolvedTarget> {
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(match refused {
+        0 => Err(match refused.or(not_visible) {
             // Namespaces it could not look into may hold the address.
             Some((path, source)) => Error::Target {
                 target: format!("pod IP {ip} (searching {})", path.display()),
