@@ -195,7 +195,10 @@ mod tests {
             e.missing_capability(),
             Some("CAP_NET_RAW (AF_PACKET sockets; grant NET_RAW)")
         );
-        assert!(e.to_string().contains("the process lacks CAP_NET_RAW"), "{e}");
+        assert!(
+            e.to_string().contains("the process lacks CAP_NET_RAW"),
+            "{e}"
+        );
         let other = super::Error::PodIpNotFound {
             ip: "10.0.0.1".parse().expect("ip"),
         };

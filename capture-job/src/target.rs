@@ -103,11 +103,9 @@ impl ResolvedTarget {
 /// Resolves a target spec.
 pub fn resolve(spec: &TargetSpec) -> Result<ResolvedTarget> {
     match spec {
-        TargetSpec::Interface(name) => Ok(ResolvedTarget::in_netns(
-            None,
-            "host".into(),
-            name.clone(),
-        )),
+        TargetSpec::Interface(name) => {
+            Ok(ResolvedTarget::in_netns(None, "host".into(), name.clone()))
+        }
         TargetSpec::Netns { name, interface } => {
             let path = netns::named(name).map_err(|source| Error::Target {
                 target: format!("netns {name}"),

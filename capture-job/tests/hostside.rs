@@ -36,8 +36,11 @@ fn host_side_capture_records_the_pods_directions() {
         local_store(&dir.path().join("out")),
     );
     // The same pod twice: from the node (no namespace entered) and inside it, for comparison.
-    cap.add_target(&TargetSpec::HostSide(IpAddr::V4(pod.ipv4())), &meta("web-0"))
-        .expect("attach on the host side");
+    cap.add_target(
+        &TargetSpec::HostSide(IpAddr::V4(pod.ipv4())),
+        &meta("web-0"),
+    )
+    .expect("attach on the host side");
     cap.add_target(
         &TargetSpec::Netns {
             name: pod.name().into(),
@@ -49,7 +52,8 @@ fn host_side_capture_records_the_pods_directions() {
     let to_host = |port| SocketAddr::new(IpAddr::V4(pod.host_ipv4()), port);
     let to_pod = |port| SocketAddr::new(IpAddr::V4(pod.ipv4()), port);
     pod.send_udp(to_host(6011), 4, 20).expect("pod sends");
-    pod.send_udp(to_host(6012), 2, 20).expect("pod sends (outbound filter)");
+    pod.send_udp(to_host(6012), 2, 20)
+        .expect("pod sends (outbound filter)");
     let node = UdpSocket::bind("0.0.0.0:0").expect("socket");
     for _ in 0..3 {
         node.send_to(&[0u8; 20], to_pod(6011)).expect("node sends");

@@ -232,7 +232,10 @@ mod tests {
             bridge: "cni0".into(),
         };
         assert!(no_neigh.retryable());
-        assert!(no_neigh.to_string().contains("no neighbour entry"), "{no_neigh}");
+        assert!(
+            no_neigh.to_string().contains("no neighbour entry"),
+            "{no_neigh}"
+        );
         let fdb = HostSideError::NoFdbEntry {
             ip,
             mac: Mac([2, 0, 0, 0, 0, 0xab]).to_string(),

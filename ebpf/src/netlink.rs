@@ -198,14 +198,8 @@ impl Netlink {
         let mut buf = vec![0u8; 1 << 16];
         loop {
             // SAFETY: receiving into our buffer of the stated length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                )
-            };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 return Err(Error::last_os("reading a netlink answer"));
             }

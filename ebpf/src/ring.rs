@@ -320,8 +320,7 @@ impl PacketRing {
                         data: std::slice::from_raw_parts(h.add(mac), snap),
                         orig_len: read_u32(h, H_LEN),
                         vlan,
-                        outbound: (*h.add(H_SOCKADDR_LL + SLL_PKTTYPE) == PACKET_OUTGOING)
-                            != peer,
+                        outbound: (*h.add(H_SOCKADDR_LL + SLL_PKTTYPE) == PACKET_OUTGOING) != peer,
                     };
                     f(&pkt);
                     n += 1;

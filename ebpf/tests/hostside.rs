@@ -114,7 +114,11 @@ impl Drop for BridgeNode {
 }
 
 fn rand_u16() -> u32 {
-    u32::from(std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.subsec_nanos()) as u16)
+    u32::from(
+        std::time::UNIX_EPOCH
+            .elapsed()
+            .map_or(0, |d| d.subsec_nanos()) as u16,
+    )
 }
 
 #[test]
@@ -137,7 +141,10 @@ fn a_local_address_is_the_interface_holding_it() {
     let found = hostside::find(IpAddr::V4(pod.host_ipv4())).expect("local address");
     assert_eq!(found.name, pod.host_veth());
     assert_eq!(found.via, Via::Local);
-    assert!(!found.is_peer(), "a hostNetwork pod shares the node's interface");
+    assert!(
+        !found.is_peer(),
+        "a hostNetwork pod shares the node's interface"
+    );
 }
 
 #[test]
@@ -165,7 +172,10 @@ fn no_route_and_gateway_routes_say_so() {
     let _ = Command::new("ip").args(["netns", "del", &empty]).status();
     let err = host_side_err(res.expect_err("no route"));
     assert!(matches!(err, HostSideError::NoRoute { .. }), "{err}");
-    assert!(err.to_string().starts_with("no route to 10.200.0.2"), "{err}");
+    assert!(
+        err.to_string().starts_with("no route to 10.200.0.2"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -143,7 +143,11 @@ fn job_spec_is_pinned_bounded_and_least_privileged() {
         pod.service_account_name.as_deref(),
         Some("nightcap-capture")
     );
-    assert_eq!(pod.host_pid, Some(false), "nothing of other processes is read");
+    assert_eq!(
+        pod.host_pid,
+        Some(false),
+        "nothing of other processes is read"
+    );
     assert_eq!(
         pod.host_network,
         Some(true),
@@ -308,7 +312,10 @@ fn netns_mode_enters_pod_namespaces_with_what_that_needs() {
 fn each_mode_lists_its_capabilities_with_a_reason() {
     for (attach, want) in [
         (CaptureAttach::Host, &["NET_RAW", "BPF", "PERFMON"][..]),
-        (CaptureAttach::Netns, &["NET_RAW", "SYS_ADMIN", "SYS_PTRACE"][..]),
+        (
+            CaptureAttach::Netns,
+            &["NET_RAW", "SYS_ADMIN", "SYS_PTRACE"][..],
+        ),
     ] {
         let caps = capabilities(attach);
         let names: Vec<&str> = caps.iter().map(|(c, _)| *c).collect();

@@ -152,9 +152,11 @@ impl<'a> Run<'a> {
     /// (e.g. a missing capability), its message says why: it is kept after the Job's reason.
     fn failed_message(&self, job: &JobFact, reason: &str, message: &str) -> String {
         let head = format!("Capture Job {} failed ({reason}): {message}", job.name);
-        let reported = self.status.nodes.get(&job.node).filter(|n| {
-            n.state == Some(NodeCaptureState::Failed)
-        });
+        let reported = self
+            .status
+            .nodes
+            .get(&job.node)
+            .filter(|n| n.state == Some(NodeCaptureState::Failed));
         match reported.and_then(|n| n.message.as_deref()) {
             // Already a message of this planner (with or without the process's report).
             Some(m) if m.starts_with("Capture Job ") => m.to_owned(),

@@ -574,7 +574,13 @@ fn a_failure_the_capture_process_reported_stays_in_the_node_message() {
         n.message = Some(why.into());
     }
     let jobs = vec![job(&running, "node-a", J::BackoffLimitExceeded)];
-    let actions = planner().plan(&c, &[pod("web-1", "node-a")], &[node("node-a")], &jobs, t(100));
+    let actions = planner().plan(
+        &c,
+        &[pod("web-1", "node-a")],
+        &[node("node-a")],
+        &jobs,
+        t(100),
+    );
     let message = actions
         .iter()
         .find_map(|a| match a {
@@ -589,7 +595,13 @@ fn a_failure_the_capture_process_reported_stays_in_the_node_message() {
     if let Some(n) = c.status.as_mut().and_then(|s| s.nodes.get_mut("node-a")) {
         n.message = Some(message.clone());
     }
-    let again = planner().plan(&c, &[pod("web-1", "node-a")], &[node("node-a")], &jobs, t(101));
+    let again = planner().plan(
+        &c,
+        &[pod("web-1", "node-a")],
+        &[node("node-a")],
+        &jobs,
+        t(101),
+    );
     let grown = again.iter().any(|a| {
         matches!(a, Action::UpdateStatus(u)
             if u.nodes.get("node-a").and_then(|n| n.message.as_ref()).is_some_and(|m| *m != message))
