@@ -12,7 +12,7 @@ use std::{
 };
 
 use nightcap_api::filter::RuleTable;
-use nightcap_ebpf::{Counters, Filter, PacketRing, RingConfig, netns};
+use nightcap_ebpf::{Counters, Filter, PacketRing, RingConfig, View, netns};
 use nightcap_storage::{KeyPrefix, Uploader};
 use object_store::ObjectStore;
 use serde::Serialize;
@@ -78,10 +78,47 @@ pub struct Summary {
     pub stop: StopReason,
 }
 
+/// The loaded filter programs: one for sockets on the captured interface itself, one (loaded
+/// with the first such target) for sockets on the node's end of a pod's link.
+#[derive(Debug)]
+struct Filters {
+    table: RuleTable,
+    own: Filter,
+    peer: Option<Filter>,
+}
+
+impl Filters {
+    fn for_view(&mut self, view: View) -> Result<&mut Filter> {
+        match view {
+            View::Interface => Ok(&mut self.own),
+            View::Peer => {
+                if self.peer.is_none() {
+                    self.peer = Some(Filter::load_for(
+                        &self.table,
+                        self.own.snaplen(),
+                        View::Peer,
+                    )?);
+                }
+                Ok(self.peer.as_mut().expect("loaded above"))
+            }
+        }
+    }
+
+    fn counters(&self) -> Result<Counters> {
+        let mut c = self.own.counters()?;
+        if let Some(peer) = &self.peer {
+            let p = peer.counters()?;
+            c.seen += p.seen;
+            c.matched += p.matched;
+        }
+        Ok(c)
+    }
+}
+
 /// A running capture.
 #[derive(Debug)]
 pub struct Capture {
-    filter: Arc<Mutex<Filter>>,
+    filters: Arc<Mutex<Filters>>,
     control: mpsc::Sender<Control>,
     waker: Arc<Waker>,
     done: tokio::sync::watch::Receiver<bool>,
@@ -168,7 +205,11 @@ impl Capture {
             })
             .map_err(|e| Error::Invalid(format!("cannot start the capture thread: {e}")))?;
         Ok(Self {
-            filter: Arc::new(Mutex::new(filter)),
+            filters: Arc::new(Mutex::new(Filters {
+                table: opts.table,
+                own: filter,
+                peer: None,
+            })),
             control,
             waker,
             done,
@@ -182,16 +223,17 @@ impl Capture {
     }
 
     /// Resolves a target, opens its ring with the filter attached and starts capturing on it.
-    /// Blocking (enters namespaces): from async code call it in `spawn_blocking`.
+    /// Blocking (may enter namespaces): from async code call it in `spawn_blocking`.
     pub fn add_target(&self, spec: &TargetSpec, meta: &TargetMeta) -> Result<TargetId> {
         let resolved = target::resolve(spec)?;
         let ring = {
-            let mut guard = self.filter.lock().map_err(|_| Error::Stopped)?;
-            let filter: &mut Filter = &mut guard;
+            let mut guard = self.filters.lock().map_err(|_| Error::Stopped)?;
+            let filter: &mut Filter = guard.for_view(resolved.view)?;
             let ifname = resolved.interface.clone();
             let cfg = self.ring;
-            netns::run_in(resolved.netns.as_deref(), || {
-                PacketRing::open(&ifname, filter, cfg)
+            netns::run_in(resolved.netns.as_deref(), || match resolved.ifindex {
+                Some(index) => PacketRing::open_index(index, &ifname, filter, cfg),
+                None => PacketRing::open(&ifname, filter, cfg),
             })
             .map_err(|source| Error::Target {
                 target: resolved.label(),
@@ -221,7 +263,7 @@ impl Capture {
                 Some((ns, pod)) => format!("{ns}/{pod}"),
                 None => resolved.label(),
             },
-            description: format!("{} in netns {}", resolved.interface, resolved.netns_label),
+            description: resolved.description(),
             comments,
             link_type: LINKTYPE_ETHERNET,
             snaplen: self.snaplen,
@@ -268,8 +310,8 @@ impl Capture {
 
     /// The filter's counters so far.
     pub fn counters(&self) -> Result<Counters> {
-        let filter = self.filter.lock().map_err(|_| Error::Stopped)?;
-        Ok(filter.counters()?)
+        let filters = self.filters.lock().map_err(|_| Error::Stopped)?;
+        filters.counters()
     }
 
     /// Waits for the capture thread to end (stop it first, or let a limit end it) and for the

@@ -20,9 +20,12 @@ pub struct CaptureArgs {
     /// Named network namespace (/var/run/netns/NAME). Repeatable.
     #[arg(long, env = "NIGHTCAP_NETNS", value_delimiter = ',')]
     pub netns: Vec<String>,
-    /// Capture in the network namespace holding this IP (a pod IP). Repeatable.
+    /// Capture the pod with this IP (see --attach). Repeatable.
     #[arg(long = "pod-ip", env = "NIGHTCAP_POD_IP", value_delimiter = ',')]
     pub pod_ip: Vec<IpAddr>,
+    /// Reach pods by IP from the node's interface (host) or inside their netns.
+    #[arg(long, env = "NIGHTCAP_ATTACH", value_enum, default_value_t = Attach::Host)]
+    pub attach: Attach,
     /// Filter expression in tcpdump syntax, e.g. 'udp port 53'.
     #[arg(long, short = 'f', env = "NIGHTCAP_FILTER")]
     pub filter: Option<String>,
@@ -95,6 +98,22 @@ pub struct CaptureArgs {
     /// Kubernetes and local mode (what a capture Job or `nightcap local` runs).
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+/// How a pod IP (and, in Kubernetes mode, the node's interfaces) is reached. The long form is
+/// in runbooks/capture.md; docs/decisions/0008-capture-privileges.md has the measurements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Attach {
+    /// The node's interface that carries the pod's packets (host side of its veth, bridge
+    /// port, or the interface holding the IP), in the process's own network namespace: no
+    /// namespace is entered. Needs NET_RAW, BPF and PERFMON, and the node's network namespace
+    /// (`hostNetwork: true`).
+    #[default]
+    Host,
+    /// The pod's own interface inside its network namespace, found by scanning
+    /// `/var/run/netns` and `/proc/*/ns/net` and entered with `setns`. Needs NET_RAW,
+    /// SYS_ADMIN and SYS_PTRACE, and `hostPID: true`.
+    Netns,
 }
 
 /// Flags of the Kubernetes and local modes (flattened into [`CaptureArgs`]).
@@ -193,6 +212,11 @@ pub(crate) mod tests {
         assert_eq!((d.upload_part_size, d.ring_block_size), (5 << 20, 1 << 20));
         assert_eq!(d.upload_grace, Duration::from_secs(300));
         assert_eq!(d.duration, None);
+        assert_eq!(d.attach, Attach::Host);
+        assert_eq!(
+            parse(&["--attach", "netns"]).expect("netns").attach,
+            Attach::Netns
+        );
     }
 
     #[test]

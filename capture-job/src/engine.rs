@@ -238,7 +238,7 @@ impl Sink {
 
     fn packet(&mut self, target: u64, p: &Packet<'_>) -> Result<()> {
         let open_bytes = self.file.as_ref().map_or(0, |f| f.writer.bytes());
-        let need = 32 + p.data.len() as u64 + 4;
+        let need = (crate::pcapng::EPB_OVERHEAD + p.data.len() + 4 + 3) as u64;
         if self.spool_used.load(Ordering::Relaxed) + open_bytes + need > self.cfg.spool_max_bytes {
             self.stats.spool_drops += 1;
             return Ok(());
@@ -263,7 +263,7 @@ impl Sink {
         };
         let before = f.writer.bytes();
         f.writer
-            .write_packet(if_id, p.ts_ns, p.data, p.orig_len, p.vlan)
+            .write_packet(if_id, p.ts_ns, p.data, p.orig_len, p.vlan, p.outbound)
             .map_err(|e| Error::io(&f.partial, "writing", e))?;
         self.stats.packets += 1;
         self.stats.bytes += f.writer.bytes() - before;

@@ -27,7 +27,7 @@ mod writer;
 use std::{net::IpAddr, path::Path};
 
 pub use capture::{Capture, CaptureOptions, Summary, TargetId};
-pub use cli::{CaptureArgs, KubeArgs};
+pub use cli::{Attach, CaptureArgs, KubeArgs};
 pub use engine::{EngineStats, FileIdentity, StopReason};
 pub use target::{TargetMeta, TargetSpec};
 
@@ -100,6 +100,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The capability whose absence caused this error, if a permission check failed: the
+    /// error repeats until the process is given it.
+    pub fn missing_capability(&self) -> Option<&'static str> {
+        match self {
+            Self::Target { source, .. } | Self::Kernel(source) => source.missing_capability(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
         Self::Io {
             action,
@@ -169,6 +178,31 @@ mod tests {
             );
             assert_ne!(plain, IoClass::Idle, "the writer's threads are not");
         }
+    }
+
+    #[test]
+    fn a_refused_permission_names_its_capability_through_the_target() {
+        let refused = nightcap_ebpf::Error::Permission {
+            action: "socket(AF_PACKET)".into(),
+            needs: "CAP_NET_RAW (AF_PACKET sockets; grant NET_RAW)",
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        let e = super::Error::Target {
+            target: "host/ncv0".into(),
+            source: refused,
+        };
+        assert_eq!(
+            e.missing_capability(),
+            Some("CAP_NET_RAW (AF_PACKET sockets; grant NET_RAW)")
+        );
+        assert!(
+            e.to_string().contains("the process lacks CAP_NET_RAW"),
+            "{e}"
+        );
+        let other = super::Error::PodIpNotFound {
+            ip: "10.0.0.1".parse().expect("ip"),
+        };
+        assert_eq!(other.missing_capability(), None);
     }
 
     fn nice_of_this_thread() -> i32 {

@@ -15,6 +15,13 @@ const SHB_USERAPPL: u16 = 4;
 const IF_NAME: u16 = 2;
 const IF_DESCRIPTION: u16 = 3;
 const IF_TSRESOL: u16 = 9;
+const EPB_FLAGS: u16 = 2;
+/// `epb_flags` bits 0-1: 01 inbound, 10 outbound.
+const EPB_INBOUND: u32 = 1;
+const EPB_OUTBOUND: u32 = 2;
+/// Bytes of an Enhanced Packet Block besides the packet and its padding: header (28), the
+/// `epb_flags` option (8), the end of options (4) and the trailing length (4).
+pub const EPB_OVERHEAD: usize = 28 + 8 + 4 + 4;
 /// LINKTYPE_ETHERNET.
 pub const LINKTYPE_ETHERNET: u16 = 1;
 
@@ -110,8 +117,9 @@ impl<W: Write> PcapngWriter<W> {
         Ok(self.interfaces - 1)
     }
 
-    /// Writes one packet (Enhanced Packet Block, nanosecond timestamp). A VLAN tag the device
-    /// took out (`vlan` = TPID, TCI) is put back after the MAC addresses.
+    /// Writes one packet (Enhanced Packet Block, nanosecond timestamp, `epb_flags` with the
+    /// direction: `outbound` as the captured interface sees it). A VLAN tag the device took out
+    /// (`vlan` = TPID, TCI) is put back after the MAC addresses.
     pub fn write_packet(
         &mut self,
         interface: u32,
@@ -119,12 +127,13 @@ impl<W: Write> PcapngWriter<W> {
         data: &[u8],
         orig_len: u32,
         vlan: Option<(u16, u16)>,
+        outbound: bool,
     ) -> io::Result<()> {
         let tag = vlan.filter(|_| data.len() >= 12);
         let extra = if tag.is_some() { 4 } else { 0 };
         let cap = data.len() + extra;
         let padding = pad4(cap);
-        let total = (32 + cap + padding) as u32;
+        let total = (EPB_OVERHEAD + cap + padding) as u32;
         let mut head = [0u8; 28];
         head[0..4].copy_from_slice(&EPB.to_le_bytes());
         head[4..8].copy_from_slice(&total.to_le_bytes());
@@ -143,9 +152,15 @@ impl<W: Write> PcapngWriter<W> {
             }
             None => self.out.write_all(data)?,
         }
-        let mut tail = [0u8; 7];
-        tail[padding..padding + 4].copy_from_slice(&total.to_le_bytes());
-        self.out.write_all(&tail[..padding + 4])?;
+        let flags = if outbound { EPB_OUTBOUND } else { EPB_INBOUND };
+        let mut tail = [0u8; 3 + 16];
+        let opts = &mut tail[padding..padding + 16];
+        opts[0..2].copy_from_slice(&EPB_FLAGS.to_le_bytes());
+        opts[2..4].copy_from_slice(&4u16.to_le_bytes());
+        opts[4..8].copy_from_slice(&flags.to_le_bytes());
+        // opts[8..12]: opt_endofopt (zeros).
+        opts[12..16].copy_from_slice(&total.to_le_bytes());
+        self.out.write_all(&tail[..padding + 16])?;
         self.packets += 1;
         self.bytes += u64::from(total);
         Ok(())
@@ -220,9 +235,9 @@ mod tests {
             })
             .expect("idb");
         assert_eq!(id, 0);
-        w.write_packet(0, 1_700_000_000_123_456_789, &[1u8; 61], 61, None)
+        w.write_packet(0, 1_700_000_000_123_456_789, &[1u8; 61], 61, None, false)
             .expect("epb");
-        w.write_packet(0, 1, &[2u8; 20], 100, Some((0x8100, 7)))
+        w.write_packet(0, 1, &[2u8; 20], 100, Some((0x8100, 7)), true)
             .expect("epb vlan");
         let bytes = w.bytes();
         let data = w.finish().expect("finish");
@@ -255,7 +270,12 @@ mod tests {
             assert!(zeroed[..got] == data[..got], "zeros from {cut}: {got}");
         }
         // The VLAN tag went back in after the MAC addresses.
-        let vlan_epb = &data[data.len() - (32 + 24)..];
+        let vlan_epb = &data[data.len() - (EPB_OVERHEAD + 24)..];
         assert_eq!(&vlan_epb[28 + 12..28 + 16], &[0x81, 0x00, 0x00, 0x07]);
+        // Its epb_flags say outbound; the first packet's say inbound.
+        assert_eq!(&vlan_epb[28 + 24..28 + 32], &[2, 0, 4, 0, 2, 0, 0, 0]);
+        let first_epb = ends[2];
+        let flags_at = first_epb + 28 + 64; // 61 bytes padded to 64
+        assert_eq!(&data[flags_at..flags_at + 8], &[2, 0, 4, 0, 1, 0, 0, 0]);
     }
 }

@@ -1,5 +1,5 @@
 //! Standalone mode of `nightcap capture`: the targets named by the flags (interfaces, named
-//! network namespaces, pod IPs), the filter, rotation and limits from the flags, until a limit
+//! network namespaces, pod IPs reached as `--attach` says), the filter, rotation and limits from the flags, until a limit
 //! or SIGTERM/SIGINT (which close and upload the open file).
 
 use nightcap_ebpf::netns;
@@ -7,7 +7,7 @@ use nightcap_storage::{StoreConfig, UploadOptions};
 use tracing::info;
 
 use crate::{
-    Capture, CaptureArgs, CaptureOptions, Error, Result, Summary, options, output,
+    Attach, Capture, CaptureArgs, CaptureOptions, Error, Result, Summary, options, output,
     target::{self, TargetMeta, TargetSpec},
 };
 
@@ -43,7 +43,10 @@ fn targets(args: &CaptureArgs) -> Result<Vec<TargetSpec>> {
         });
     }
     for ip in &args.pod_ip {
-        targets.push(TargetSpec::PodIp(*ip));
+        targets.push(match args.attach {
+            Attach::Host => TargetSpec::HostSide(*ip),
+            Attach::Netns => TargetSpec::PodIp(*ip),
+        });
     }
     if targets.is_empty() {
         match &args.interface {

@@ -1,5 +1,6 @@
-//! Capture targets: an interface in the current namespace, a named namespace, or the
-//! namespace that holds a pod IP (the resolver of DESIGN.md §4).
+//! Capture targets: an interface in the current namespace, a named namespace, the namespace that
+//! holds a pod IP (found by scanning namespaces), or the node's interface that carries a pod IP's
+//! packets (found by netlink in the process's own namespace, no namespace entered).
 
 use std::{
     collections::BTreeSet,
@@ -7,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use nightcap_ebpf::netns;
+use nightcap_ebpf::{View, hostside, netns};
 
 use crate::{Error, Result};
 
@@ -26,8 +27,14 @@ pub enum TargetSpec {
         /// Interface inside it.
         interface: Option<String>,
     },
-    /// The namespace and interface that hold this address (a pod IP).
+    /// The namespace and interface that hold this address (a pod IP), found by scanning
+    /// `/var/run/netns/*` and `/proc/*/ns/net` and entered with `setns`.
     PodIp(IpAddr),
+    /// The interface of the capture process's own (the node's) namespace that carries this
+    /// address's packets: the host side of the pod's veth, the bridge port its MAC is behind,
+    /// or the interface holding it (a `hostNetwork` pod); see [`nightcap_ebpf::hostside`].
+    /// Directions are recorded as the pod sees them.
+    HostSide(IpAddr),
     /// A namespace file found by someone else (e.g. `/proc/PID/ns/net`) and an interface.
     Path {
         /// Namespace file.
@@ -55,43 +62,102 @@ pub struct ResolvedTarget {
     pub netns_label: String,
     /// Interface name inside the namespace.
     pub interface: String,
+    /// Interface index, when the target was resolved to one (host-side targets).
+    pub ifindex: Option<u32>,
+    /// Whose point of view directions take: [`View::Peer`] for the node's end of a pod's link.
+    pub view: View,
+    /// For host-side targets: how the interface was found (`route to IP`, `port of bridge B
+    /// for MAC M`, `holds IP`).
+    pub found_by: Option<String>,
 }
 
 impl ResolvedTarget {
+    fn in_netns(netns: Option<PathBuf>, netns_label: String, interface: String) -> Self {
+        Self {
+            netns,
+            netns_label,
+            interface,
+            ifindex: None,
+            view: View::Interface,
+            found_by: None,
+        }
+    }
+
     /// `netns/interface`.
     pub fn label(&self) -> String {
         format!("{}/{}", self.netns_label, self.interface)
+    }
+
+    /// The pcapng interface description: where the packets were read.
+    pub fn description(&self) -> String {
+        match &self.found_by {
+            Some(how) => format!(
+                "captured on node interface {} ({how}); directions as the pod sees them",
+                self.interface
+            ),
+            None => format!("{} in netns {}", self.interface, self.netns_label),
+        }
     }
 }
 
 /// Resolves a target spec.
 pub fn resolve(spec: &TargetSpec) -> Result<ResolvedTarget> {
     match spec {
-        TargetSpec::Interface(name) => Ok(ResolvedTarget {
-            netns: None,
-            netns_label: "host".into(),
-            interface: name.clone(),
-        }),
+        TargetSpec::Interface(name) => {
+            Ok(ResolvedTarget::in_netns(None, "host".into(), name.clone()))
+        }
         TargetSpec::Netns { name, interface } => {
             let path = netns::named(name).map_err(|source| Error::Target {
                 target: format!("netns {name}"),
                 source,
             })?;
-            Ok(ResolvedTarget {
-                netns: Some(path),
-                netns_label: name.clone(),
-                interface: interface
+            Ok(ResolvedTarget::in_netns(
+                Some(path),
+                name.clone(),
+                interface
                     .clone()
                     .unwrap_or_else(|| DEFAULT_POD_IFNAME.to_owned()),
-            })
+            ))
         }
-        TargetSpec::Path { path, interface } => Ok(ResolvedTarget {
-            netns: Some(path.clone()),
-            netns_label: label_for(path),
-            interface: interface.clone(),
-        }),
+        TargetSpec::Path { path, interface } => Ok(ResolvedTarget::in_netns(
+            Some(path.clone()),
+            label_for(path),
+            interface.clone(),
+        )),
         TargetSpec::PodIp(ip) => find_by_ip(*ip),
+        TargetSpec::HostSide(ip) => host_side(*ip),
     }
+}
+
+/// Resolves a pod IP to the node's interface carrying its packets (no namespace entered).
+pub fn host_side(ip: IpAddr) -> Result<ResolvedTarget> {
+    let found = hostside::find(ip).map_err(|source| Error::Target {
+        target: format!("pod IP {ip}"),
+        source,
+    })?;
+    let found_by = match &found.via {
+        hostside::Via::Route => format!("route to {ip}"),
+        hostside::Via::Bridge { bridge, mac } => format!(
+            "port of bridge {bridge} for {ip}'s MAC {}",
+            mac.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        ),
+        hostside::Via::Local => format!("holds {ip}"),
+    };
+    Ok(ResolvedTarget {
+        netns: None,
+        netns_label: "host".into(),
+        interface: found.name.clone(),
+        ifindex: Some(found.ifindex),
+        view: if found.is_peer() {
+            View::Peer
+        } else {
+            View::Interface
+        },
+        found_by: Some(found_by),
+    })
 }
 
 fn label_for(path: &Path) -> String {
@@ -106,14 +172,21 @@ fn label_for(path: &Path) -> String {
 }
 
 /// Candidate namespace files: named namespaces first, then every process's; one per inode.
-fn candidates() -> Vec<PathBuf> {
+/// Also the first file the process was not allowed to look at (a missing capability).
+fn candidates() -> (Vec<PathBuf>, Option<(PathBuf, nightcap_ebpf::Error)>) {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    let mut push = |p: PathBuf| {
-        if let Ok(ino) = netns::inode(&p)
-            && seen.insert(ino)
-        {
-            out.push(p);
+    let mut refused = None;
+    let mut push = |p: PathBuf| match netns::inode(&p) {
+        Ok(ino) => {
+            if seen.insert(ino) {
+                out.push(p);
+            }
+        }
+        Err(e) => {
+            if e.missing_capability().is_some() && refused.is_none() {
+                refused = Some((p, e));
+            }
         }
     };
     if let Ok(dir) = std::fs::read_dir(netns::NAMED_NETNS_DIR) {
@@ -131,7 +204,7 @@ fn candidates() -> Vec<PathBuf> {
             push(PathBuf::from(format!("/proc/{pid}/ns/net")));
         }
     }
-    out
+    (out, refused)
 }
 
 /// Finds the namespace and interface holding `ip`, scanning `/var/run/netns/*` and
@@ -139,30 +212,48 @@ fn candidates() -> Vec<PathBuf> {
 pub fn find_by_ip(ip: IpAddr) -> Result<ResolvedTarget> {
     let own = netns::inode(Path::new("/proc/self/ns/net")).ok();
     let mut found = Vec::new();
-    for path in candidates() {
+    // A namespace that cannot be entered (setns) is reported before one that cannot be looked
+    // at (/proc/PID/ns/net): without the first, no namespace can be searched at all.
+    let (candidates, not_visible) = candidates();
+    let mut refused = None;
+    for path in candidates {
         let is_own = own.is_some() && netns::inode(&path).ok() == own;
         let ifaces = match netns::run_in(if is_own { None } else { Some(&path) }, netns::interfaces)
         {
             Ok(i) => i,
-            Err(_) => continue, // the process exited meanwhile, or no permission
+            Err(e) => {
+                // The process exited meanwhile, or a permission is missing (reported when
+                // nothing is found).
+                if e.missing_capability().is_some() && refused.is_none() {
+                    refused = Some((path.clone(), e));
+                }
+                continue;
+            }
         };
         for (name, addrs) in ifaces {
             if name != "lo" && addrs.contains(&ip) {
-                found.push(ResolvedTarget {
-                    netns: if is_own { None } else { Some(path.clone()) },
-                    netns_label: if is_own {
+                found.push(ResolvedTarget::in_netns(
+                    if is_own { None } else { Some(path.clone()) },
+                    if is_own {
                         "host".into()
                     } else {
                         label_for(&path)
                     },
-                    interface: name,
-                });
+                    name,
+                ));
             }
         }
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(Error::PodIpNotFound { ip }),
+        0 => Err(match refused.or(not_visible) {
+            // Namespaces it could not look into may hold the address.
+            Some((path, source)) => Error::Target {
+                target: format!("pod IP {ip} (searching {})", path.display()),
+                source,
+            },
+            None => Error::PodIpNotFound { ip },
+        }),
         _ => Err(Error::PodIpAmbiguous {
             ip,
             places: found.iter().map(ResolvedTarget::label).collect(),

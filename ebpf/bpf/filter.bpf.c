@@ -37,7 +37,11 @@
 #define NC_ATOM_FAMILY 2  // address family == family
 #define NC_ATOM_NET 3     // address on `side` within addr/mask (family 4 or 6)
 #define NC_ATOM_PORT 4    // port on `side` within [lo, hi] (TCP/UDP/SCTP with ports only)
-#define NC_ATOM_OUTBOUND 5 // packet sent by the interface (PACKET_OUTGOING)
+#define NC_ATOM_OUTBOUND 5 // packet sent by the captured interface (see NC_CFG_PEER)
+
+// The socket is on the peer of the captured interface (the host side of a pod's veth, a
+// bridge port): what it receives, the pod sent, so `outbound` is inverted.
+#define NC_CFG_PEER 1
 
 #define NC_SIDE_SRC 1
 #define NC_SIDE_DST 2
@@ -65,7 +69,7 @@ struct nc_config {
 	__u32 snaplen;
 	__u32 n_atoms;
 	__u32 n_rules;
-	__u32 pad;
+	__u32 flags; // NC_CFG_*
 	struct nc_atom atoms[NC_MAX_ATOMS];
 	__u64 rule_mask[NC_MAX_RULES];
 	__u64 rule_want[NC_MAX_RULES];
@@ -245,7 +249,7 @@ int nightcap_filter(struct __sk_buff *skb)
 	struct nc_pkt *p = &sc->p;
 	__builtin_memset(p, 0, sizeof(*p));
 	p->proto = NC_PROTO_UNKNOWN;
-	p->outbound = skb->pkt_type == PACKET_OUTGOING;
+	p->outbound = (skb->pkt_type == PACKET_OUTGOING) != ((cfg.flags & NC_CFG_PEER) != 0);
 	count(0);
 
 	__u32 ethertype = bpf_ntohs(skb->protocol);

@@ -18,6 +18,13 @@ use crate::{Error, Result};
 /// Where `ip netns add NAME` puts its bind mounts.
 pub const NAMED_NETNS_DIR: &str = "/var/run/netns";
 
+/// What a refused `setns` is reported as.
+const NEEDS_SYS_ADMIN: &str = "CAP_SYS_ADMIN (setns into another network namespace)";
+/// What a refused open of a namespace file is reported as (`/proc/PID/ns/net` of a process
+/// with more privileges than the caller).
+const NEEDS_PTRACE: &str =
+    "CAP_SYS_PTRACE (opening /proc/PID/ns/net of other processes; in a pod also hostPID: true)";
+
 /// The path of a named namespace (`/var/run/netns/NAME`), refusing names that could escape it.
 pub fn named(name: &str) -> Result<PathBuf> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
@@ -45,17 +52,20 @@ where
     let Some(path) = path else {
         return f();
     };
-    let ns = File::open(path)
-        .map_err(|e| Error::sys(format!("opening network namespace {}", path.display()), e))?;
+    let ns = File::open(path).map_err(|e| {
+        Error::sys_or_permission(
+            format!("opening network namespace {}", path.display()),
+            NEEDS_PTRACE,
+            e,
+        )
+    })?;
     std::thread::scope(|scope| {
         scope
             .spawn(move || {
                 setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| {
-                    Error::sys(
-                        format!(
-                            "entering network namespace {} (needs CAP_SYS_ADMIN)",
-                            path.display()
-                        ),
+                    Error::sys_or_permission(
+                        format!("entering network namespace {} (setns)", path.display()),
+                        NEEDS_SYS_ADMIN,
                         std::io::Error::from(e),
                     )
                 })?;
@@ -71,7 +81,7 @@ where
 pub fn inode(path: &Path) -> Result<u64> {
     std::fs::metadata(path)
         .map(|m| m.ino())
-        .map_err(|e| Error::sys(format!("stat {}", path.display()), e))
+        .map_err(|e| Error::sys_or_permission(format!("stat {}", path.display()), NEEDS_PTRACE, e))
 }
 
 /// Interfaces of the calling thread's namespace and their addresses.

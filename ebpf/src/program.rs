@@ -9,7 +9,7 @@ use aya::{
 };
 use nightcap_api::filter::{Atom, Family, MAX_ATOMS, MAX_RULES, RuleTable, Side};
 
-use crate::{Error, Result};
+use crate::{Error, Result, View};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter.bpf.o"));
 
@@ -25,6 +25,16 @@ const KIND_OUTBOUND: u8 = 5;
 const SIDE_SRC: u8 = 1;
 const SIDE_DST: u8 = 2;
 const SIDE_EITHER: u8 = 3;
+/// `nc_config.flags`: the socket is on the peer of the captured interface (must match
+/// bpf/filter.bpf.c).
+const CFG_PEER: u32 = 1;
+/// What a missing `CAP_BPF` is reported as.
+const NEEDS_BPF: &str = "CAP_BPF (the eBPF socket filter is loaded with bpf(2); grant BPF)";
+/// What the verifier refusing the program for lack of `CAP_PERFMON` is reported as: without it
+/// the verifier checks as for unprivileged programs (no pointer comparisons or leaks, Spectre
+/// v1 masking) and refuses this program with EACCES.
+const NEEDS_PERFMON: &str =
+    "CAP_PERFMON (the verifier accepts the filter only in its privileged mode; grant PERFMON)";
 
 /// `struct nc_atom` (44 bytes, no padding).
 #[repr(C)]
@@ -49,7 +59,7 @@ struct RawConfig {
     snaplen: u32,
     n_atoms: u32,
     n_rules: u32,
-    pad: u32,
+    flags: u32,
     atoms: [RawAtom; MAX_ATOMS],
     rule_mask: [u64; MAX_RULES],
     rule_want: [u64; MAX_RULES],
@@ -127,12 +137,15 @@ fn raw_atom(atom: &Atom) -> RawAtom {
     r
 }
 
-fn raw_config(table: &RuleTable, snaplen: u32) -> RawConfig {
+fn raw_config(table: &RuleTable, snaplen: u32, view: View) -> RawConfig {
     let mut c = RawConfig {
         snaplen,
         n_atoms: table.atoms().len() as u32,
         n_rules: table.rules().len() as u32,
-        pad: 0,
+        flags: match view {
+            View::Interface => 0,
+            View::Peer => CFG_PEER,
+        },
         atoms: [RawAtom::default(); MAX_ATOMS],
         rule_mask: [0; MAX_RULES],
         rule_want: [0; MAX_RULES],
@@ -162,28 +175,88 @@ pub struct Counters {
 pub struct Filter {
     ebpf: Ebpf,
     snaplen: u32,
+    view: View,
 }
 
 impl Filter {
     /// Loads the program with `table` and `snaplen` (bytes kept of each packet, counted from
-    /// the link-layer header; at least 1).
+    /// the link-layer header; at least 1), for sockets on the captured interface itself.
     pub fn load(table: &RuleTable, snaplen: u32) -> Result<Self> {
+        Self::load_for(table, snaplen, View::Interface)
+    }
+
+    /// Loads the program for sockets whose packets `view` sees: with [`View::Peer`] the
+    /// `outbound` atom is true for what the socket's interface receives (what the far end of
+    /// the link sent). A refused `bpf(2)` is [`Error::Permission`] naming `CAP_BPF`.
+    pub fn load_for(table: &RuleTable, snaplen: u32, view: View) -> Result<Self> {
         if snaplen == 0 {
             return Err(Error::Invalid("snap length must be at least 1 byte".into()));
         }
-        let config = raw_config(table, snaplen);
+        let config = raw_config(table, snaplen, view);
         let mut ebpf = EbpfLoader::new()
             .override_global("cfg", &config, true)
             .load(OBJECT)
-            .map_err(|source| Error::Load {
-                source: Box::new(source),
+            .map_err(|source| match crate::permission_in(&source) {
+                Some(e) => Error::Permission {
+                    action: "creating the eBPF filter's maps (BPF_MAP_CREATE)".into(),
+                    needs: NEEDS_BPF,
+                    source: e,
+                },
+                None => Error::Load {
+                    source: Box::new(source),
+                },
             })?;
         let program = socket_filter(&mut ebpf)?;
-        program.load().map_err(|source| Error::Program {
-            context: "loading (the verifier log follows)".into(),
-            source: Box::new(source),
+        program.load().map_err(|source| {
+            let refused = crate::permission_in(&source);
+            let verifier = match &source {
+                ProgramError::LoadError { verifier_log, .. } => verifier_log
+                    .to_string()
+                    .lines()
+                    .rev()
+                    .find(|l| {
+                        let l = l.trim();
+                        !l.is_empty()
+                            && !["processed ", "stack depth", "verification time"]
+                                .iter()
+                                .any(|p| l.starts_with(p))
+                    })
+                    .map(str::to_owned),
+                _ => None,
+            };
+            match refused {
+                // EACCES with a verifier log: the verifier refused it in unprivileged mode.
+                Some(e) if e.raw_os_error() == Some(libc::EACCES) && verifier.is_some() => {
+                    Error::Permission {
+                        action: format!(
+                            "loading the eBPF socket filter (BPF_PROG_LOAD; verifier: {})",
+                            verifier.unwrap_or_default()
+                        ),
+                        needs: NEEDS_PERFMON,
+                        source: e,
+                    }
+                }
+                Some(e) => Error::Permission {
+                    action: "loading the eBPF socket filter (BPF_PROG_LOAD)".into(),
+                    needs: NEEDS_BPF,
+                    source: e,
+                },
+                None => Error::Program {
+                    context: "loading (the verifier log follows)".into(),
+                    source: Box::new(source),
+                },
+            }
         })?;
-        Ok(Self { ebpf, snaplen })
+        Ok(Self {
+            ebpf,
+            snaplen,
+            view,
+        })
+    }
+
+    /// Whose point of view the `outbound` atom takes.
+    pub fn view(&self) -> View {
+        self.view
     }
 
     /// The snap length the program returns for kept packets.
@@ -227,7 +300,7 @@ impl Filter {
 
     /// Runs the program once on `frame` (an Ethernet frame) with `BPF_PROG_TEST_RUN` and returns
     /// its verdict: 0 to drop, else the bytes to keep. The kernel runs such a test as a received
-    /// packet, so outbound atoms are false.
+    /// packet, so outbound atoms are false ([`View::Interface`]) or true ([`View::Peer`]).
     pub fn test_run(&mut self, frame: &[u8]) -> Result<u32> {
         let program = socket_filter(&mut self.ebpf)?;
         let mut opts = TestRunOptions::new();

@@ -56,6 +56,21 @@ struct TpacketReq3 {
     feature_req_word: u32,
 }
 
+/// Whose point of view a socket takes for directions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum View {
+    /// The interface the socket is bound to is the captured one: what it sends is outbound.
+    #[default]
+    Interface,
+    /// The socket is bound to the far end of the captured interface's link (the node's side of
+    /// a pod's veth, or the bridge port it is plugged into): what that end receives, the captured
+    /// interface sent, so it is outbound, and what it sends is inbound.
+    Peer,
+}
+
+/// What a missing `CAP_NET_RAW` is reported as.
+const NEEDS_NET_RAW: &str = "CAP_NET_RAW (AF_PACKET sockets; grant NET_RAW)";
+
 /// Size of the receive ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingConfig {
@@ -98,7 +113,7 @@ pub struct Packet<'a> {
     /// The 802.1Q/802.1ad tag the device took out of the packet (TPID, TCI), if any; writers
     /// put it back in front of the ethertype.
     pub vlan: Option<(u16, u16)>,
-    /// Sent by the interface (rather than received).
+    /// Sent by the captured interface (rather than received), per the ring's [`View`].
     pub outbound: bool,
 }
 
@@ -113,6 +128,7 @@ pub struct PacketRing {
     next: usize,
     stats: RingStats,
     ifname: String,
+    view: View,
 }
 
 // SAFETY: the mapping is owned by this value alone; nothing else aliases it in user space.
@@ -123,13 +139,6 @@ impl PacketRing {
     /// [`crate::netns::run_in`] to open one elsewhere; the socket stays in the namespace it was
     /// created in).
     pub fn open(ifname: &str, filter: &mut Filter, cfg: RingConfig) -> Result<Self> {
-        if !cfg.block_size.is_power_of_two() || cfg.block_size < 4096 || cfg.block_count == 0 {
-            return Err(Error::Invalid(format!(
-                "ring blocks must be a power of two of at least 4096 bytes and at least one; \
-                 got {} x {}",
-                cfg.block_count, cfg.block_size
-            )));
-        }
         let cname = CString::new(ifname)
             .map_err(|_| Error::Invalid(format!("interface name {ifname:?} contains NUL")))?;
         // SAFETY: plain libc calls with valid arguments; results are checked.
@@ -141,6 +150,25 @@ impl PacketRing {
                 netns_arg: String::new(),
             });
         }
+        Self::open_index(ifindex, ifname, filter, cfg)
+    }
+
+    /// Opens a ring on interface `ifindex` (named `ifname` in messages) of the calling thread's
+    /// network namespace. Directions take the filter's [`View`] (see [`Filter::load_for`]).
+    /// A refused socket is [`Error::Permission`] naming `CAP_NET_RAW`.
+    pub fn open_index(
+        ifindex: u32,
+        ifname: &str,
+        filter: &mut Filter,
+        cfg: RingConfig,
+    ) -> Result<Self> {
+        if !cfg.block_size.is_power_of_two() || cfg.block_size < 4096 || cfg.block_count == 0 {
+            return Err(Error::Invalid(format!(
+                "ring blocks must be a power of two of at least 4096 bytes and at least one; \
+                 got {} x {}",
+                cfg.block_count, cfg.block_size
+            )));
+        }
         // SAFETY: socket(2) with constant arguments.
         let raw = unsafe {
             libc::socket(
@@ -150,8 +178,10 @@ impl PacketRing {
             )
         };
         if raw < 0 {
-            return Err(Error::last_os(
-                "socket(AF_PACKET) (needs CAP_NET_RAW: run as root or grant NET_RAW)",
+            return Err(Error::sys_or_permission(
+                "socket(AF_PACKET)",
+                NEEDS_NET_RAW,
+                std::io::Error::last_os_error(),
             ));
         }
         // SAFETY: `raw` is a fresh descriptor we own.
@@ -198,6 +228,7 @@ impl PacketRing {
             next: 0,
             stats: RingStats::default(),
             ifname: ifname.to_owned(),
+            view: filter.view(),
         };
         // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -225,6 +256,11 @@ impl PacketRing {
         &self.ifname
     }
 
+    /// Whose point of view [`Packet::outbound`] takes.
+    pub fn view(&self) -> View {
+        self.view
+    }
+
     /// The socket (poll it for readability: a block is ready).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -246,6 +282,7 @@ impl PacketRing {
     /// after `max_blocks` blocks so a busy ring cannot starve other work.
     pub fn drain(&mut self, max_blocks: usize, mut f: impl FnMut(&Packet<'_>)) -> usize {
         let mut n = 0;
+        let peer = self.view == View::Peer;
         for _ in 0..max_blocks {
             let i = self.next;
             if self.block_status(i).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
@@ -283,7 +320,7 @@ impl PacketRing {
                         data: std::slice::from_raw_parts(h.add(mac), snap),
                         orig_len: read_u32(h, H_LEN),
                         vlan,
-                        outbound: *h.add(H_SOCKADDR_LL + SLL_PKTTYPE) == PACKET_OUTGOING,
+                        outbound: (*h.add(H_SOCKADDR_LL + SLL_PKTTYPE) == PACKET_OUTGOING) != peer,
                     };
                     f(&pkt);
                     n += 1;

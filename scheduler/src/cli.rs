@@ -14,7 +14,7 @@ use tracing::info;
 use crate::{
     Error, Result,
     controller::{self, ControllerSettings},
-    job::JobConfig,
+    job::{CaptureAttach, JobConfig},
     leader::{LeaderElector, LeaseSettings, run_while_leader},
     metrics::Metrics,
     own_image::{CaptureImage, ImageSource, OwnPodArgs},
@@ -94,6 +94,9 @@ pub struct JobArgs {
     /// Mount path of the spool emptyDir in capture pods.
     #[arg(long, env = "NIGHTCAP_CAPTURE_SPOOL_DIR", default_value = crate::job::SPOOL_DIR)]
     pub capture_spool_dir: String,
+    /// Capture pods on the node's interface (host) or in pod netns (netns).
+    #[arg(long, env = "NIGHTCAP_CAPTURE_ATTACH", value_enum, default_value_t = CaptureAttach::Host)]
+    pub capture_attach: CaptureAttach,
 }
 
 /// Planner tunables.
@@ -170,6 +173,7 @@ impl SchedulerArgs {
             log_filter: j.capture_log.clone(),
             spool_dir: j.capture_spool_dir.clone(),
             exit_when_idle: Some(self.plan.pods_gone_grace),
+            attach: j.capture_attach,
             ..JobConfig::default()
         }
     }

@@ -14,8 +14,8 @@ use kube::ResourceExt;
 use nightcap_api::{PacketCapture, local::LocalTargets};
 use tracing::{info, warn};
 
-use super::{accepted, invalid, pods, report, start, wind_up};
-use crate::{CaptureArgs, Error, Result, engine::FileIdentity, options};
+use super::{accepted, fail, invalid, pods, report, start, wind_up};
+use crate::{Attach, CaptureArgs, Error, Result, engine::FileIdentity, options};
 
 /// How often the targets file is read and the report refreshed.
 const TICK: Duration = Duration::from_millis(250);
@@ -74,11 +74,16 @@ async fn follow(args: &CaptureArgs, pc: PacketCapture, node: &str) -> Result<()>
     // Before anything is captured, so a signal from the first moment on closes and uploads.
     let shutdown = nightcap_process::shutdown_signal();
     tokio::pin!(shutdown);
-    let (capture, lister) = start(args, opts).await?;
     let report_file = args.kube.report_file.clone().unwrap_or_default();
     let targets_file = args.kube.targets_file.clone().unwrap_or_default();
+    let (capture, lister) = start(args, opts).await?;
     let mut reporter = report::Reporter::new(report::Sink::File(report_file), &pc, node, lister);
-    let mut targets = pods::Targets::new(capture.clone(), &namespace, &spec);
+    let capture = match capture {
+        Ok(c) => c,
+        Err(error) => return Err(fail(&mut reporter, error).await),
+    };
+    // Local targets name their namespaces: they are always entered (the process runs as root).
+    let mut targets = pods::Targets::new(capture.clone(), &namespace, &spec, Attach::Netns);
     let mut tick = tokio::time::interval(TICK);
     let mut unreadable = false;
     // Orphaned (nightcap local was killed): nobody updates the targets or stops this process
@@ -111,6 +116,9 @@ async fn follow(args: &CaptureArgs, pc: PacketCapture, node: &str) -> Result<()>
                         warn!(%error, "Cannot read the targets file; keeping the current targets.");
                     }
                     Err(_) => {}
+                }
+                if targets.fatal().is_some() {
+                    break;
                 }
                 reporter.report(&capture, &targets, false).await;
             }

@@ -4,10 +4,15 @@
 //!
 //! The spec comes from `status.acceptedSpec` (the spec the capture started with; an edited spec
 //! is ignored). Pods are watched with the field selector `spec.nodeName=N`; each selected
-//! Running pod is attached through its pod IP (the namespace holding that address) and detached
-//! when it leaves; a pod recreated on the node (new UID or IP, new network namespace) is
-//! attached again. Only `status.nodes[N]` is written (merge patch on the status subresource);
-//! phase and conditions belong to the scheduler.
+//! Running pod is attached through its pod IP — with `--attach host` (the capture Job's
+//! default) on the node's interface carrying it, with `--attach netns` inside the namespace
+//! holding it — and detached when it leaves; a pod recreated on the node (new UID or IP, new
+//! network namespace) is attached again. Only `status.nodes[N]` is written (merge patch on the
+//! status subresource); phase and conditions belong to the scheduler.
+//!
+//! A refused permission (a capability the Job does not grant) cannot go away by retrying: the
+//! process reports `Failed` with the error (which names the capability) into
+//! `status.nodes[N].message`, logs it, and exits non-zero.
 
 mod local;
 mod pods;
@@ -133,7 +138,14 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
     // Before anything is captured, so a signal from the first moment on closes and uploads.
     let shutdown = nightcap_process::shutdown_signal();
     tokio::pin!(shutdown);
-    let (capture, lister) = start(args, opts).await?;
+    let (capture, lister) = match start(args, opts).await? {
+        (Ok(capture), lister) => (capture, lister),
+        (Err(error), lister) => {
+            let mut reporter =
+                report::Reporter::new(report::Sink::Api(Box::new(captures)), &pc, node, lister);
+            return Err(fail(&mut reporter, error).await);
+        }
+    };
     let mut idle =
         stop::IdleTimer::new(args.kube.exit_when_idle.filter(|_| spec.selector.is_some()));
     let mut own = watcher(
@@ -144,7 +156,7 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
     .boxed();
     let mut reporter =
         report::Reporter::new(report::Sink::Api(Box::new(captures)), &pc, node, lister);
-    let mut targets = pods::Targets::new(capture.clone(), namespace, &spec);
+    let mut targets = pods::Targets::new(capture.clone(), namespace, &spec, args.attach);
     targets.attach_node_level().await;
 
     let pods: Api<Pod> = Api::namespaced(client, namespace);
@@ -199,6 +211,9 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
                 if futures::FutureExt::now_or_never(cache.wait_until_ready()).is_some() {
                     targets.sync(&cache.state()).await;
                 }
+                if targets.fatal().is_some() {
+                    break;
+                }
                 reporter.report(&capture, &targets, false).await;
             }
         }
@@ -207,16 +222,29 @@ async fn follow(args: &CaptureArgs, namespace: &str, name: &str, node: &str) -> 
     wind_up(capture, targets, reporter).await
 }
 
-/// Opens the store and starts the capture; also returns a lister of the store for reports.
+/// Opens the store and starts the capture; also returns a lister of the store for reports
+/// (also when the capture could not start, so the failure can be reported).
 async fn start(
     args: &CaptureArgs,
     opts: CaptureOptions,
-) -> Result<(Arc<Capture>, nightcap_storage::Lister)> {
+) -> Result<(Result<Arc<Capture>>, nightcap_storage::Lister)> {
     let config = StoreConfig::from_url(&args.output)?;
     let (store, uploader) = output::open(&args.output, &config, options::upload(args)?).await?;
     let lister = nightcap_storage::Lister::new(store.store.clone(), store.prefix.clone());
-    let capture = Capture::start(opts, uploader, store.store, store.prefix)?;
-    Ok((Arc::new(capture), lister))
+    let capture = Capture::start(opts, uploader, store.store, store.prefix).map(Arc::new);
+    Ok((capture, lister))
+}
+
+/// Reports a capture that cannot run into the node's status entry and the log; returns the
+/// error for the exit code.
+async fn fail(reporter: &mut report::Reporter, error: Error) -> Error {
+    let message = match error.missing_capability() {
+        Some(cap) => format!("Cannot capture: {error}. Grant {cap} to the capture Job."),
+        None => format!("Cannot capture: {error}."),
+    };
+    tracing::error!(%error, "Cannot capture; reporting Failed and exiting.");
+    reporter.failed(message).await;
+    error
 }
 
 /// Stops capturing, uploads the last files while reporting Uploading, reports Finished and
@@ -227,6 +255,7 @@ async fn wind_up(
     mut reporter: report::Reporter,
 ) -> Result<()> {
     capture.stop();
+    let fatal = targets.fatal().map(str::to_owned);
     // Upload first, report while the upload runs: a pod being deleted may be cut short.
     let pods = targets.pods();
     drop(targets);
@@ -234,6 +263,10 @@ async fn wind_up(
         .map_err(|_| invalid("the capture is still in use at shutdown (a bug)"))?;
     let (summary, ()) = tokio::join!(capture.finish(), reporter.uploading(pods));
     let summary = summary?;
+    if let Some(fatal) = fatal {
+        // Files captured before (other targets) are uploaded; the node still failed.
+        return Err(fail(&mut reporter, invalid(fatal)).await);
+    }
     debug!("Uploads done; reporting Finished.");
     reporter.finished(&summary).await;
     output::finish(&summary, "a restarted capture uploads them")

@@ -13,11 +13,12 @@ use nightcap_api::{PacketCaptureSpec, local::LocalTarget, selector::LabelMatcher
 use nightcap_ebpf::netns;
 use tracing::{info, warn};
 
-use crate::{Capture, TargetId, TargetMeta, TargetSpec};
+use crate::{Attach, Capture, Error, TargetId, TargetMeta, TargetSpec};
 
 /// Label the scheduler puts on capture pods; they are never targets.
 const CAPTURE_POD_LABEL: &str = "nightcap.dev/capture-uid";
-/// The host's network namespace, seen through the host PID namespace (`hostPID: true`).
+/// The host's network namespace, seen through the host PID namespace (`hostPID: true`): where
+/// node-level captures go with [`Attach::Netns`] (with [`Attach::Host`] the process runs in it).
 const HOST_NETNS: &str = "/proc/1/ns/net";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,13 +43,22 @@ pub(super) struct Targets {
     host: Vec<String>,
     /// Pods that could not be attached yet, with why (retried every tick).
     failing: BTreeMap<String, String>,
+    /// How pods are reached.
+    attach: Attach,
+    /// An attachment refused for a missing capability: no target can ever be attached.
+    fatal: Option<String>,
 }
 
 /// A selected pod that should be captured: (uid, `namespace/name`, IP).
 type Wanted = (String, String, IpAddr);
 
 impl Targets {
-    pub fn new(capture: Arc<Capture>, namespace: &str, spec: &PacketCaptureSpec) -> Self {
+    pub fn new(
+        capture: Arc<Capture>,
+        namespace: &str,
+        spec: &PacketCaptureSpec,
+        attach: Attach,
+    ) -> Self {
         Self {
             capture,
             namespace: namespace.into(),
@@ -56,33 +66,61 @@ impl Targets {
             attached: BTreeMap::new(),
             host: Vec::new(),
             failing: BTreeMap::new(),
+            attach,
+            fatal: None,
         }
     }
 
-    /// A node-level capture (no pod selector): every interface of the host namespace.
+    /// Remembers an attachment error that names a missing capability (the first one).
+    fn note_fatal(&mut self, error: &Error) {
+        if self.fatal.is_none() && error.missing_capability().is_some() {
+            self.fatal = Some(error.to_string());
+        }
+    }
+
+    /// Why no target can ever be attached (a missing capability), if that is so.
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.as_deref()
+    }
+
+    /// A node-level capture (no pod selector): every interface of the node's namespace — the
+    /// process's own with [`Attach::Host`], the one of PID 1 (`hostPID`) with
+    /// [`Attach::Netns`].
     pub async fn attach_node_level(&mut self) {
         if self.selector.is_some() {
             return;
         }
-        let path = PathBuf::from(HOST_NETNS);
+        let path = match self.attach {
+            Attach::Host => None,
+            Attach::Netns => Some(PathBuf::from(HOST_NETNS)),
+        };
         let p = path.clone();
         let ifaces =
-            tokio::task::spawn_blocking(move || netns::run_in(Some(&p), netns::interfaces)).await;
+            tokio::task::spawn_blocking(move || netns::run_in(p.as_deref(), netns::interfaces))
+                .await;
         let ifaces = match ifaces {
             Ok(Ok(i)) => i,
             Ok(Err(error)) => {
-                warn!(%error, "Cannot list the host's interfaces (is hostPID set?).");
+                let error = Error::Target {
+                    target: "the node's interfaces".into(),
+                    source: error,
+                };
+                warn!(%error, "Cannot list the node's interfaces.");
+                self.note_fatal(&error);
                 return;
             }
             Err(error) => {
-                warn!(%error, "Listing the host's interfaces failed.");
+                warn!(%error, "Listing the node's interfaces failed.");
                 return;
             }
         };
         for iface in ifaces.into_keys().filter(|i| i != "lo") {
-            let spec = TargetSpec::Path {
-                path: path.clone(),
-                interface: iface.clone(),
+            let spec = match &path {
+                None => TargetSpec::Interface(iface.clone()),
+                Some(path) => TargetSpec::Path {
+                    path: path.clone(),
+                    interface: iface.clone(),
+                },
             };
             let c = self.capture.clone();
             match tokio::task::spawn_blocking(move || c.add_target(&spec, &TargetMeta::default()))
@@ -90,9 +128,10 @@ impl Targets {
             {
                 Ok(Ok(_)) => self.host.push(iface),
                 Ok(Err(error)) => {
-                    warn!(%error, interface = %iface, "Cannot capture on a host interface.")
+                    warn!(%error, interface = %iface, "Cannot capture on a node interface.");
+                    self.note_fatal(&error);
                 }
-                Err(error) => warn!(%error, "Attaching a host interface failed."),
+                Err(error) => warn!(%error, "Attaching a node interface failed."),
             }
         }
     }
@@ -137,15 +176,22 @@ impl Targets {
                 pod_uid: Some(uid.clone()),
             };
             let c = self.capture.clone();
-            let attach =
-                tokio::task::spawn_blocking(move || c.add_target(&TargetSpec::PodIp(ip), &meta))
-                    .await;
+            let spec = match self.attach {
+                Attach::Host => TargetSpec::HostSide(ip),
+                Attach::Netns => TargetSpec::PodIp(ip),
+            };
+            let attach = tokio::task::spawn_blocking(move || c.add_target(&spec, &meta)).await;
             match attach {
                 Ok(Ok(id)) => {
                     info!(pod = %name, %ip, "Attached pod.");
                     self.failing.remove(&uid);
                     let key = ip.to_string();
                     self.attached.insert(uid, Attached { id, key, name });
+                }
+                Ok(Err(error)) if error.missing_capability().is_some() => {
+                    warn!(pod = %name, %ip, %error, "Cannot attach the pod: a capability is missing.");
+                    self.note_fatal(&error);
+                    self.failing.insert(uid, error.to_string());
                 }
                 Ok(Err(error)) => {
                     // Usually the pod's network is not up yet; retried on the next tick.
@@ -224,6 +270,7 @@ impl Targets {
                     );
                 }
                 Ok(Err(error)) => {
+                    self.note_fatal(&error);
                     if self
                         .failing
                         .insert(id.to_string(), error.to_string())

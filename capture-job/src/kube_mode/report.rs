@@ -231,6 +231,25 @@ impl Reporter {
         self.send(entry).await;
     }
 
+    /// The capture cannot run on this node (`message` says why and what to grant).
+    pub async fn failed(&mut self, message: String) {
+        self.list(true).await;
+        let entry = self.entry(
+            NodeCaptureState::Failed,
+            Vec::new(),
+            self.base_packets,
+            self.base_drops,
+            Some(message),
+        );
+        for _ in 0..5 {
+            self.send(entry.clone()).await;
+            if self.sent.as_ref() == Some(&entry) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Every file is uploaded (or left in the spool, which the message says).
     pub async fn finished(&mut self, summary: &Summary) {
         self.list(true).await;

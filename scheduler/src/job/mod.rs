@@ -4,24 +4,43 @@
 //! # Security context (each capability and host setting, and why)
 //!
 //! The container is **not** privileged. It runs as root inside the container with every
-//! capability dropped except [`CAPABILITIES`] (Kubernetes gives no ambient capabilities to
-//! non-root users, so uid 0 with a minimal bounding set is the least-privilege form):
+//! capability dropped except those of its [`CaptureAttach`] mode ([`capabilities`]; Kubernetes
+//! gives no ambient capabilities to non-root users, so uid 0 with a minimal bounding set is the
+//! least-privilege form). Each listed capability was measured to be needed: removing any one
+//! makes the capture fail with an error naming it (docs/decisions/0008-capture-privileges.md).
+//!
+//! **`host` (the default)**: the engine captures on the node's interface that carries the
+//! pod's packets (the host side of its veth, or the bridge port its MAC is behind), found with
+//! netlink in the node's network namespace. No namespace is entered.
 //!
 //! | setting | why the capture engine needs it |
 //! |---|---|
-//! | `NET_RAW` | `socket(AF_PACKET, …)` — the packet socket (TPACKET_V3 ring) that reads the pod's packets |
-//! | `BPF` | `bpf(BPF_PROG_LOAD)` of the eBPF socket filter and its maps; distributions disable unprivileged BPF |
-//! | `SYS_ADMIN` | `setns(fd, CLONE_NEWNET)` into the pod's network namespace, where the packet socket must be opened; Linux has no narrower capability for `setns` |
-//! | `SYS_PTRACE` | opening `/proc/<pid>/ns/net` of pod processes owned by other users passes the kernel's ptrace read-access check only with it |
+//! | `NET_RAW` | `socket(AF_PACKET, …)` — the packet socket (TPACKET_V3 ring) that reads the packets |
+//! | `BPF` | `bpf(BPF_MAP_CREATE, BPF_PROG_LOAD)` of the eBPF socket filter and its maps; distributions disable unprivileged BPF |
+//! | `PERFMON` | without it the verifier checks the program as an unprivileged one (Spectre v1 pointer-arithmetic rules) and refuses the filter with EACCES |
+//! | `hostNetwork: true`, `dnsPolicy: ClusterFirstWithHostNet` | the pods' host-side interfaces, routes, neighbour and bridge tables are in the node's network namespace; the DNS policy keeps cluster DNS for the API and storage |
+//! | `hostPID: false`, no host path | nothing of other processes is read |
+//! | `allowPrivilegeEscalation: false` | nothing needs to gain privileges (Kubernetes accepts `false` without `SYS_ADMIN`) |
+//!
+//! **`netns`** (`--capture-attach=netns`, for CNIs that do not route a pod IP to a per-pod
+//! device of the node, e.g. overlay or eBPF datapaths): the engine finds the pod's namespace by
+//! its IP and opens the socket inside it.
+//!
+//! | setting | why the capture engine needs it |
+//! |---|---|
+//! | `NET_RAW` | the packet socket, as above |
+//! | `SYS_ADMIN` | `setns(fd, CLONE_NEWNET)` into the pod's network namespace; Linux has no narrower capability for `setns`. The kernel also accepts it in place of `BPF` and `PERFMON` (`bpf_capable()`, `perfmon_capable()`), so those are not added |
+//! | `SYS_PTRACE` | opening `/proc/<pid>/ns/net` of pod processes that hold capabilities the capture process lacks passes the kernel's ptrace read-access check only with it |
 //! | `hostPID: true` | the netns resolver scans `/proc/*/ns/net` for the pod's IP; only the host PID namespace shows the pods' processes |
 //! | `/var/run/netns` (hostPath, read-only, `HostToContainer`) | the runtime's named network namespaces (containerd, CRI-O); propagation makes namespaces created after the Job started visible |
-//! | `hostNetwork: false` | the engine enters each pod's namespace itself; it never needs the node's network |
+//! | `hostNetwork: false` | the engine enters each pod's namespace itself |
 //! | `allowPrivilegeEscalation` unset | Kubernetes rejects `false` together with `SYS_ADMIN` |
 //!
-//! Also: read-only root filesystem, the spool is an `emptyDir` with a `sizeLimit`, `/tmp` is a
-//! small `emptyDir`, seccomp `RuntimeDefault` (it allows `setns` and `bpf` to holders of the
+//! Both: read-only root filesystem, the spool is an `emptyDir` with a `sizeLimit`, `/tmp` is a
+//! small `emptyDir`, seccomp `RuntimeDefault` (it allows `bpf` and `setns` to holders of the
 //! capabilities above), the service account `nightcap-capture`, storage credentials only from a
-//! Secret via `envFrom`.
+//! Secret via `envFrom`. The mode reaches the capture process as `--attach`, so it never
+//! enters a namespace in `host` mode.
 
 use std::collections::BTreeMap;
 
@@ -45,19 +64,66 @@ use crate::{
     plan::{JobRequest, spec_hash},
 };
 
-/// Capabilities added to the capture container (all others are dropped), with the reason.
-pub const CAPABILITIES: &[(&str, &str)] = &[
+/// How a capture Job reaches the pods of its node (the scheduler's `--capture-attach`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptureAttach {
+    /// On the node's interface that carries each pod's packets, from the node's network
+    /// namespace (`hostNetwork`); capabilities [`HOST_CAPABILITIES`].
+    #[default]
+    Host,
+    /// Inside each pod's network namespace (`hostPID`, `setns`); capabilities
+    /// [`NETNS_CAPABILITIES`].
+    Netns,
+}
+
+impl CaptureAttach {
+    /// The value of the capture process's `--attach`.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Netns => "netns",
+        }
+    }
+}
+
+/// Capabilities added in [`CaptureAttach::Host`] mode (all others are dropped), with the reason.
+pub const HOST_CAPABILITIES: &[(&str, &str)] = &[
     (
         "NET_RAW",
-        "open the AF_PACKET socket that reads the pod's packets",
+        "open the AF_PACKET socket on the pod's host-side interface",
     ),
     ("BPF", "load the eBPF socket filter and its maps"),
-    ("SYS_ADMIN", "setns() into the pod's network namespace"),
     (
-        "SYS_PTRACE",
-        "open /proc/<pid>/ns/net of pod processes owned by other users",
+        "PERFMON",
+        "have the verifier check the filter in its privileged mode (it refuses it otherwise)",
     ),
 ];
+
+/// Capabilities added in [`CaptureAttach::Netns`] mode (all others are dropped), with the
+/// reason. `SYS_ADMIN` also satisfies the kernel's checks for `BPF` and `PERFMON`, so those are
+/// not listed.
+pub const NETNS_CAPABILITIES: &[(&str, &str)] = &[
+    (
+        "NET_RAW",
+        "open the AF_PACKET socket inside the pod's network namespace",
+    ),
+    (
+        "SYS_ADMIN",
+        "setns() into the pod's network namespace (and, for the kernel, BPF and PERFMON)",
+    ),
+    (
+        "SYS_PTRACE",
+        "open /proc/<pid>/ns/net of pod processes with capabilities the capture lacks",
+    ),
+];
+
+/// The capabilities a capture Job of mode `attach` adds, with the reason for each.
+pub fn capabilities(attach: CaptureAttach) -> &'static [(&'static str, &'static str)] {
+    match attach {
+        CaptureAttach::Host => HOST_CAPABILITIES,
+        CaptureAttach::Netns => NETNS_CAPABILITIES,
+    }
+}
 
 /// Default mount path of the spool (files not uploaded yet) in the capture container.
 pub const SPOOL_DIR: &str = "/var/spool/nightcap";
@@ -105,6 +171,9 @@ pub struct JobConfig {
     /// The capture process stops by itself after its node had no selected pod this long (the
     /// planner's pods-gone grace period).
     pub exit_when_idle: Option<std::time::Duration>,
+    /// How the capture process reaches pods (host network or pod namespaces), which decides
+    /// its privileges.
+    pub attach: CaptureAttach,
 }
 
 impl Default for JobConfig {
@@ -129,6 +198,7 @@ impl Default for JobConfig {
             log_filter: None,
             spool_dir: SPOOL_DIR.into(),
             exit_when_idle: Some(crate::plan::DEFAULT_PODS_GONE_GRACE),
+            attach: CaptureAttach::Host,
         }
     }
 }
@@ -191,13 +261,43 @@ pub fn build_job(capture: &PacketCapture, req: &JobRequest, cfg: &JobConfig) -> 
         (labels::SPEC_HASH.to_string(), spec_hash(accepted)),
     ]);
     let spool_quantity = Quantity(cfg.spool_bytes.to_string());
+    let host = cfg.attach == CaptureAttach::Host;
+    let mut volumes = vec![
+        Volume {
+            name: "spool".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(spool_quantity),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("16Mi".into())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    if !host {
+        volumes.push(Volume {
+            name: "host-netns".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: HOST_NETNS_DIR.into(),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            ..Volume::default()
+        });
+    }
     let pod = PodSpec {
         node_name: Some(req.node.clone()),
         restart_policy: Some("OnFailure".into()),
         service_account_name: Some(cfg.service_account.clone()),
         automount_service_account_token: Some(true),
-        host_pid: Some(true),
-        host_network: Some(false),
+        host_pid: Some(!host),
+        host_network: Some(host),
+        dns_policy: host.then(|| "ClusterFirstWithHostNet".into()),
         host_ipc: Some(false),
         termination_grace_period_seconds: Some(cfg.termination_grace_period_seconds),
         tolerations: Some(cfg.tolerations.clone()).filter(|t| !t.is_empty()),
@@ -210,32 +310,7 @@ pub fn build_job(capture: &PacketCapture, req: &JobRequest, cfg: &JobConfig) -> 
             ..PodSecurityContext::default()
         }),
         containers: vec![container(capture_ns.as_str(), &name, &uid, capture, cfg)],
-        volumes: Some(vec![
-            Volume {
-                name: "spool".into(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    size_limit: Some(spool_quantity),
-                    ..EmptyDirVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    size_limit: Some(Quantity("16Mi".into())),
-                    ..EmptyDirVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "host-netns".into(),
-                host_path: Some(HostPathVolumeSource {
-                    path: HOST_NETNS_DIR.into(),
-                    type_: Some("DirectoryOrCreate".into()),
-                }),
-                ..Volume::default()
-            },
-        ]),
+        volumes: Some(volumes),
         ..PodSpec::default()
     };
     Ok(Job {
@@ -327,6 +402,18 @@ fn container(
     if let Some(idle) = cfg.exit_when_idle {
         command.extend(["--exit-when-idle".into(), format!("{}ms", idle.as_millis())]);
     }
+    command.extend(["--attach".into(), cfg.attach.as_arg().into()]);
+    let host = cfg.attach == CaptureAttach::Host;
+    let mut mounts = vec![
+        mount("spool", &cfg.spool_dir, false),
+        mount("tmp", "/tmp", false),
+    ];
+    if !host {
+        mounts.push(VolumeMount {
+            mount_propagation: Some("HostToContainer".into()),
+            ..mount("host-netns", HOST_NETNS_DIR, true)
+        });
+    }
     Container {
         name: CONTAINER.into(),
         image: Some(cfg.image.clone()),
@@ -346,20 +433,20 @@ fn container(
             read_only_root_filesystem: Some(true),
             run_as_user: Some(0),
             run_as_non_root: Some(false),
+            // Kubernetes rejects `false` with SYS_ADMIN (netns mode).
+            allow_privilege_escalation: host.then_some(false),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".into()]),
-                add: Some(CAPABILITIES.iter().map(|(c, _)| (*c).to_string()).collect()),
+                add: Some(
+                    capabilities(cfg.attach)
+                        .iter()
+                        .map(|(c, _)| (*c).to_string())
+                        .collect(),
+                ),
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            mount("spool", &cfg.spool_dir, false),
-            mount("tmp", "/tmp", false),
-            VolumeMount {
-                mount_propagation: Some("HostToContainer".into()),
-                ..mount("host-netns", HOST_NETNS_DIR, true)
-            },
-        ]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     }
 }

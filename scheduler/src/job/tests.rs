@@ -101,7 +101,25 @@ fn jobs_validate_against_kubernetes_1_33() {
             "system namespace, custom settings",
             capture(),
             "node-a",
-            custom,
+            custom.clone(),
+        ),
+        (
+            "netns mode",
+            capture(),
+            "node-a",
+            JobConfig {
+                attach: CaptureAttach::Netns,
+                ..JobConfig::default()
+            },
+        ),
+        (
+            "netns mode, custom settings",
+            capture(),
+            "node-b",
+            JobConfig {
+                attach: CaptureAttach::Netns,
+                ..custom
+            },
         ),
     ];
     for (what, c, node, cfg) in cases {
@@ -127,10 +145,15 @@ fn job_spec_is_pinned_bounded_and_least_privileged() {
     );
     assert_eq!(
         pod.host_pid,
-        Some(true),
-        "the netns resolver scans /proc/*/ns/net"
+        Some(false),
+        "nothing of other processes is read"
     );
-    assert_eq!(pod.host_network, Some(false));
+    assert_eq!(
+        pod.host_network,
+        Some(true),
+        "the pods' host-side interfaces are in the node's namespace"
+    );
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
     assert_eq!(pod.host_ipc, Some(false));
     let tolerations = pod.tolerations.as_ref().expect("tolerations");
     assert_eq!(tolerations[0].operator.as_deref(), Some("Exists"));
@@ -139,25 +162,33 @@ fn job_spec_is_pinned_bounded_and_least_privileged() {
     let sc = ctr.security_context.as_ref().expect("security context");
     assert_eq!(sc.privileged, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let pod_sc = pod.security_context.as_ref().expect("pod security context");
     assert_eq!(
-        sc.allow_privilege_escalation, None,
-        "Kubernetes rejects allowPrivilegeEscalation=false with SYS_ADMIN"
+        pod_sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
     );
     let caps = sc.capabilities.as_ref().expect("capabilities");
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
     let added = caps.add.clone().expect("added capabilities");
-    assert_eq!(added, ["NET_RAW", "BPF", "SYS_ADMIN", "SYS_PTRACE"]);
-    for forbidden in ["NET_ADMIN", "SYS_MODULE", "DAC_OVERRIDE", "ALL"] {
+    assert_eq!(added, ["NET_RAW", "BPF", "PERFMON"]);
+    for forbidden in [
+        "SYS_ADMIN",
+        "SYS_PTRACE",
+        "NET_ADMIN",
+        "SYS_MODULE",
+        "DAC_OVERRIDE",
+        "ALL",
+    ] {
         assert!(
             !added.iter().any(|c| c == forbidden),
             "{forbidden} must not be added"
         );
     }
-    // Every volume: an emptyDir with a size limit, or the one read-only host directory.
+    // Every volume: an emptyDir with a size limit; no host path.
     for v in pod.volumes.as_ref().expect("volumes") {
         match (&v.empty_dir, &v.host_path) {
             (Some(e), None) => assert!(e.size_limit.is_some(), "{} has no sizeLimit", v.name),
-            (None, Some(h)) => assert_eq!(h.path, HOST_NETNS_DIR),
             _ => panic!("unexpected volume {v:?}"),
         }
     }
@@ -171,12 +202,7 @@ fn job_spec_is_pinned_bounded_and_least_privileged() {
         .expect("spool sizeLimit");
     assert_eq!(spool.0, (1u64 << 30).to_string());
     let mounts = ctr.volume_mounts.as_ref().expect("mounts");
-    let netns = mounts
-        .iter()
-        .find(|m| m.name == "host-netns")
-        .expect("netns mount");
-    assert_eq!(netns.read_only, Some(true));
-    assert_eq!(netns.mount_propagation.as_deref(), Some("HostToContainer"));
+    assert!(mounts.iter().all(|m| m.name != "host-netns"), "{mounts:?}");
     let command = ctr.command.clone().expect("command");
     assert_eq!(
         command[..8],
@@ -196,6 +222,11 @@ fn job_spec_is_pinned_bounded_and_least_privileged() {
         .position(|a| a == "--exit-when-idle")
         .expect("--exit-when-idle");
     assert_eq!(command[idle + 1], "30000ms", "the pods-gone grace period");
+    let attach = command
+        .iter()
+        .position(|a| a == "--attach")
+        .expect("--attach");
+    assert_eq!(command[attach + 1], "host", "the process knows its mode");
     let env = ctr.env.as_ref().expect("env");
     let node_env = env
         .iter()
@@ -217,6 +248,80 @@ fn job_spec_is_pinned_bounded_and_least_privileged() {
         env.iter()
             .all(|e| e.value.is_none() || e.name == "RUST_LOG")
     );
+}
+
+#[test]
+fn netns_mode_enters_pod_namespaces_with_what_that_needs() {
+    let c = started(capture(), 0);
+    let cfg = JobConfig {
+        attach: CaptureAttach::Netns,
+        ..JobConfig::default()
+    };
+    let job = validated(&c, "node-a", &cfg);
+    let pod = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    assert_eq!(
+        pod.host_pid,
+        Some(true),
+        "the netns resolver scans /proc/*/ns/net"
+    );
+    assert_eq!(pod.host_network, Some(false));
+    assert_eq!(pod.dns_policy, None);
+    let ctr = &pod.containers[0];
+    let sc = ctr.security_context.as_ref().expect("security context");
+    assert_eq!(sc.privileged, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        sc.allow_privilege_escalation, None,
+        "Kubernetes rejects allowPrivilegeEscalation=false with SYS_ADMIN"
+    );
+    let caps = sc.capabilities.as_ref().expect("capabilities");
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(
+        caps.add.clone().expect("added"),
+        ["NET_RAW", "SYS_ADMIN", "SYS_PTRACE"]
+    );
+    let hosts: Vec<_> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.host_path.as_ref())
+        .collect();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0].path, HOST_NETNS_DIR);
+    let netns = ctr
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "host-netns")
+        .expect("netns mount");
+    assert_eq!(netns.read_only, Some(true));
+    assert_eq!(netns.mount_propagation.as_deref(), Some("HostToContainer"));
+    let command = ctr.command.clone().expect("command");
+    let attach = command
+        .iter()
+        .position(|a| a == "--attach")
+        .expect("--attach");
+    assert_eq!(command[attach + 1], "netns");
+}
+
+#[test]
+fn each_mode_lists_its_capabilities_with_a_reason() {
+    for (attach, want) in [
+        (CaptureAttach::Host, &["NET_RAW", "BPF", "PERFMON"][..]),
+        (
+            CaptureAttach::Netns,
+            &["NET_RAW", "SYS_ADMIN", "SYS_PTRACE"][..],
+        ),
+    ] {
+        let caps = capabilities(attach);
+        let names: Vec<&str> = caps.iter().map(|(c, _)| *c).collect();
+        assert_eq!(names, want, "{attach:?}");
+        assert!(caps.iter().all(|(_, why)| !why.is_empty()));
+    }
 }
 
 #[test]

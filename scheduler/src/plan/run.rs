@@ -148,6 +148,23 @@ impl<'a> Run<'a> {
             .or_else(|| self.status.nodes.get(node).and_then(|n| n.message.clone()))
     }
 
+    /// The node message of a failed Job. When the capture process reported `Failed` itself
+    /// (e.g. a missing capability), its message says why: it is kept after the Job's reason.
+    fn failed_message(&self, job: &JobFact, reason: &str, message: &str) -> String {
+        let head = format!("Capture Job {} failed ({reason}): {message}", job.name);
+        let reported = self
+            .status
+            .nodes
+            .get(&job.node)
+            .filter(|n| n.state == Some(NodeCaptureState::Failed));
+        match reported.and_then(|n| n.message.as_deref()) {
+            // Already a message of this planner (with or without the process's report).
+            Some(m) if m.starts_with("Capture Job ") => m.to_owned(),
+            Some(m) => format!("{head}. The capture process reported: {m}"),
+            None => head,
+        }
+    }
+
     /// Records what a Job that ended by itself means for its node (once, with an Event).
     fn settle(&mut self, job: &JobFact) {
         let (state, message, kind, reason) = match &job.state {
@@ -159,7 +176,7 @@ impl<'a> Run<'a> {
             ),
             JobState::Failed { reason, message } => (
                 NodeCaptureState::Failed,
-                format!("Capture Job {} failed ({reason}): {message}", job.name),
+                self.failed_message(job, reason, message),
                 EventKind::Warning,
                 "JobFailed",
             ),

@@ -564,3 +564,47 @@ fn stop_reasons_are_camel_case() {
         assert!(s.chars().all(|c| c.is_ascii_alphanumeric()), "{s}");
     }
 }
+
+#[test]
+fn a_failure_the_capture_process_reported_stays_in_the_node_message() {
+    let running = started(capture(), 0);
+    let mut c = reported(started(capture(), 0), "node-a", NodeCaptureState::Failed);
+    let why = "Cannot capture: socket(AF_PACKET) was refused: the process lacks CAP_NET_RAW";
+    if let Some(n) = c.status.as_mut().and_then(|s| s.nodes.get_mut("node-a")) {
+        n.message = Some(why.into());
+    }
+    let jobs = vec![job(&running, "node-a", J::BackoffLimitExceeded)];
+    let actions = planner().plan(
+        &c,
+        &[pod("web-1", "node-a")],
+        &[node("node-a")],
+        &jobs,
+        t(100),
+    );
+    let message = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::UpdateStatus(u) => u.nodes.get("node-a").and_then(|n| n.message.clone()),
+            _ => None,
+        })
+        .expect("the node's message is updated");
+    assert!(message.starts_with("Capture Job "), "{message}");
+    assert!(message.contains("BackoffLimitExceeded"), "{message}");
+    assert!(message.ends_with(why), "{message}");
+    // Planned again with that message in the status: it does not grow.
+    if let Some(n) = c.status.as_mut().and_then(|s| s.nodes.get_mut("node-a")) {
+        n.message = Some(message.clone());
+    }
+    let again = planner().plan(
+        &c,
+        &[pod("web-1", "node-a")],
+        &[node("node-a")],
+        &jobs,
+        t(101),
+    );
+    let grown = again.iter().any(|a| {
+        matches!(a, Action::UpdateStatus(u)
+            if u.nodes.get("node-a").and_then(|n| n.message.as_ref()).is_some_and(|m| *m != message))
+    });
+    assert!(!grown, "{again:?}");
+}
