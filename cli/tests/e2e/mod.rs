@@ -269,6 +269,10 @@ impl Cluster {
                 "127.0.0.1:0",
                 "--debounce",
                 "20ms",
+                // The fake kubelet's process mode runs `nightcap` from the test build whatever
+                // the image says; a scheduler outside a pod must be told an image.
+                "--capture-image",
+                "nightcap",
             ])
             .args([
                 "--pods-gone-grace",
