@@ -40,7 +40,9 @@ struct Args {
         default_value = "testcluster.kubeconfig"
     )]
     kubeconfig: PathBuf,
-    /// Extra users (token `<name>-token`); `name=admin` grants everything, otherwise read-only.
+    /// Extra users (token `<name>-token`, a kubeconfig context each): `NAME=admin` may do
+    /// everything, `NAME=rbac` only what `--rbac` grants it, `NAME` (or `NAME=view`) may read
+    /// everything.
     #[arg(
         long = "user",
         env = "NIGHTCAP_TESTCLUSTER_USERS",
@@ -109,18 +111,19 @@ fn node_name(i: usize) -> String {
     }
 }
 
-fn policy(users: &[String]) -> Policy {
+fn policy(users: &[String]) -> anyhow::Result<Policy> {
     let mut p = Policy::new();
     for u in users {
         let (name, role) = u.split_once('=').unwrap_or((u.as_str(), "view"));
-        let user = if role == "admin" {
-            User::new(name).group("system:masters")
-        } else {
-            User::new(name).rule(Rule::new(["get", "list", "watch"], ["*"], ["*"]))
+        let user = match role {
+            "admin" => User::new(name).group("system:masters"),
+            "rbac" => User::new(name),
+            "view" => User::new(name).rule(Rule::new(["get", "list", "watch"], ["*"], ["*"])),
+            other => anyhow::bail!("--user {u}: unknown role {other:?} (admin, rbac or view)"),
         };
         p = p.user(user);
     }
-    p
+    Ok(p)
 }
 
 #[tokio::main]
@@ -133,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         anonymous_user: args.insecure_http.then(|| "admin".to_string()),
         ..ServerOptions::default()
     };
-    let mut policy = policy(&args.users);
+    let mut policy = policy(&args.users)?;
     for path in &args.rbac {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
