@@ -238,10 +238,8 @@ async fn start(
 /// Reports a capture that cannot run into the node's status entry and the log; returns the
 /// error for the exit code.
 async fn fail(reporter: &mut report::Reporter, error: Error) -> Error {
-    let message = match error.missing_capability() {
-        Some(cap) => format!("Cannot capture: {error}. Grant {cap} to the capture Job."),
-        None => format!("Cannot capture: {error}."),
-    };
+    // A refused permission already names the capability and how to grant it.
+    let message = format!("Cannot capture: {error}.");
     tracing::error!(%error, "Cannot capture; reporting Failed and exiting.");
     reporter.failed(message).await;
     error

@@ -271,8 +271,9 @@ pub fn images(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 impl Night {
-    /// The cluster (two nodes), the servers and the three control-plane processes.
-    pub async fn start() -> Self {
+    /// The cluster alone (two nodes, the install's namespaces, service accounts and RBAC, the
+    /// storage Secret), S3 and NATS; no nightcap component runs.
+    pub async fn cluster() -> Self {
         nightcap_testsupport::require_root();
         let dir = tempfile::Builder::new()
             .prefix("nightcap-night-")
@@ -394,6 +395,33 @@ impl Night {
         let nats = NatsServer::start();
         let http = reqwest::Client::new();
 
+        Self {
+            dir,
+            s3,
+            nats,
+            admin,
+            kubeconfig,
+            state_dir,
+            webhook: String::new(),
+            gateway: String::new(),
+            triggers_metrics: String::new(),
+            http,
+            procs,
+        }
+    }
+
+    /// The cluster (two nodes), the servers and the three control-plane processes.
+    pub async fn start() -> Self {
+        let mut night = Self::cluster().await;
+        night.components().await;
+        night
+    }
+
+    /// Starts `nightcap scheduler`, `nightcap triggers` and `nightcap gateway`, each as its
+    /// service account, and waits until they answer.
+    async fn components(&mut self) {
+        let (dir, s3, nats) = (&self.dir, &self.s3, &self.nats);
+        let procs = &mut self.procs;
         // nightcap scheduler, as its service account, Jobs in nightcap-captures.
         let nightcap = PathBuf::from(env!("CARGO_BIN_EXE_nightcap"));
         // Each component's kubeconfig holds its service account's token (testcluster wrote it).
@@ -447,38 +475,27 @@ impl Night {
             .env("RUST_LOG", "info");
         procs.push(spawn(dir.path(), "gateway", gw));
 
-        let night = Self {
-            dir,
-            s3,
-            nats,
-            admin,
-            kubeconfig,
-            state_dir,
-            webhook: format!("http://127.0.0.1:{hook_port}"),
-            gateway: format!("http://127.0.0.1:{gw_port}"),
-            triggers_metrics: format!("http://127.0.0.1:{metrics_port}"),
-            http,
-            procs,
-        };
+        self.webhook = format!("http://127.0.0.1:{hook_port}");
+        self.gateway = format!("http://127.0.0.1:{gw_port}");
+        self.triggers_metrics = format!("http://127.0.0.1:{metrics_port}");
         // The install publishes the gateway's address for the plugin.
         let cm: ConfigMap = serde_json::from_value(json!({
             "metadata": {"name": "nightcap-gateway"},
-            "data": {"url": night.gateway},
+            "data": {"url": self.gateway},
         }))
         .expect("ConfigMap");
-        Api::<ConfigMap>::namespaced(night.admin.clone(), SYSTEM_NS)
+        Api::<ConfigMap>::namespaced(self.admin.clone(), SYSTEM_NS)
             .create(&PostParams::default(), &cm)
             .await
             .expect("gateway ConfigMap");
         eventually("triggers and gateway answer /healthz", || async {
-            for url in [&night.triggers_metrics, &night.gateway] {
-                let r = night.http.get(format!("{url}/healthz")).send().await.ok()?;
+            for url in [&self.triggers_metrics, &self.gateway] {
+                let r = self.http.get(format!("{url}/healthz")).send().await.ok()?;
                 r.status().is_success().then_some(())?;
             }
             Some(())
         })
         .await;
-        night
     }
 
     /// A kubeconfig for `user` whose context's namespace is storefront.
