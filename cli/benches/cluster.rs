@@ -279,6 +279,31 @@ async fn main() {
                 .delete(&c.name_any(), &Default::default())
                 .await;
         }
+        // A deleted capture counts against the limit until its finalizer is released (its Job
+        // uploaded and stopped): wait for that before the next alert.
+        let gone: Vec<String> = list.items.iter().map(|c| c.name_any()).collect();
+        within(
+            Duration::from_secs(120),
+            &format!("captures of {app} gone"),
+            || async {
+                let api = Api::<PacketCapture>::namespaced(night.admin.clone(), APP_NS);
+                for name in &gone {
+                    if api.get_opt(name).await.ok()?.is_some_and(|c| {
+                        c.spec
+                            .selector
+                            .as_ref()
+                            .and_then(|s| s.match_labels.as_ref())
+                            .and_then(app_of)
+                            .as_deref()
+                            == Some(app.as_str())
+                    }) {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await;
     }
     stop.store(true, Ordering::Relaxed);
     let _ = traffic.join();
