@@ -64,6 +64,15 @@ fn app_of(labels: &BTreeMap<String, String>) -> Option<String> {
     labels.get("app").cloned()
 }
 
+/// The bench app a capture selects (`app` of its pod selector).
+fn capture_app(c: &PacketCapture) -> Option<String> {
+    c.spec
+        .selector
+        .as_ref()
+        .and_then(|s| s.match_labels.as_ref())
+        .and_then(app_of)
+}
+
 /// True once a pcapng file holds an Enhanced Packet Block (type 6) after its header blocks.
 fn has_packet(path: &Path) -> bool {
     let Ok(bytes) = std::fs::read(path) else {
@@ -157,13 +166,7 @@ async fn main() {
                 .applied_objects()
                 .boxed();
             while let Some(Ok(c)) = s.next().await {
-                let Some(app) = c
-                    .spec
-                    .selector
-                    .as_ref()
-                    .and_then(|s| s.match_labels.as_ref())
-                    .and_then(app_of)
-                else {
+                let Some(app) = capture_app(&c) else {
                     continue;
                 };
                 names
@@ -266,15 +269,11 @@ async fn main() {
             .list(&Default::default())
             .await
             .expect("captures");
-        for c in list.items.iter().filter(|c| {
-            c.spec
-                .selector
-                .as_ref()
-                .and_then(|s| s.match_labels.as_ref())
-                .and_then(app_of)
-                .as_deref()
-                == Some(app.as_str())
-        }) {
+        for c in list
+            .items
+            .iter()
+            .filter(|c| capture_app(c).as_deref() == Some(app.as_str()))
+        {
             let _ = Api::<PacketCapture>::namespaced(night.admin.clone(), APP_NS)
                 .delete(&c.name_any(), &Default::default())
                 .await;
@@ -288,15 +287,12 @@ async fn main() {
             || async {
                 let api = Api::<PacketCapture>::namespaced(night.admin.clone(), APP_NS);
                 for name in &gone {
-                    if api.get_opt(name).await.ok()?.is_some_and(|c| {
-                        c.spec
-                            .selector
-                            .as_ref()
-                            .and_then(|s| s.match_labels.as_ref())
-                            .and_then(app_of)
-                            .as_deref()
-                            == Some(app.as_str())
-                    }) {
+                    if api
+                        .get_opt(name)
+                        .await
+                        .ok()?
+                        .is_some_and(|c| capture_app(&c).as_deref() == Some(app.as_str()))
+                    {
                         return None;
                     }
                 }
